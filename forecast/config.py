@@ -1,0 +1,128 @@
+"""Config schemas, registered in Hydra's ConfigStore so a misspelt key fails at compose time.
+
+The run-level schema is written out below. The schemas of the nodes that Hydra instantiates
+(data module, networks, trainer, logger) are derived from the constructor signatures of the
+classes themselves, so they can never drift from the code: a key that is not a constructor
+argument is rejected when the config is composed, and a value of the wrong type (``seq_len=abc``)
+too. Every network class in ``forecast.models`` gets one, stored as
+``schema/model/<classname lower-case>``; a ``conf/model/*.yaml`` file starts from it with
+``defaults: [/schema/model/<name>@_here_, _self_]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+from torch import nn
+
+_SIMPLE = (int, float, bool, str)
+
+
+@dataclass
+class ModuleConfig:
+    """What the ForecastModule is built with besides the network (Hydra nodes)."""
+
+    loss: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    scheduler_interval: str = "epoch"
+
+
+@dataclass
+class TrainConfig:
+    """Run-level keys of ``conf/train.yaml``."""
+
+    data: Any = MISSING
+    model: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = None
+    module: ModuleConfig = field(default_factory=ModuleConfig)
+    callbacks: Dict[str, Any] = field(default_factory=dict)
+    data_dir: str = "data"
+    seed: int = 2021
+    num_threads: Optional[int] = None
+    train: bool = True
+    test: bool = True
+    ckpt_path: Optional[str] = None
+    paper_compat: bool = False
+    plot_windows: int = 3
+    record: Optional[str] = None
+    tags: Dict[str, str] = field(default_factory=dict)
+
+
+def _field_type(annotation: Any) -> Any:
+    """The OmegaConf-checkable type of an annotation: simple types and Optional of them."""
+    if annotation in _SIMPLE:
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1 and args[0] in _SIMPLE:
+            return Optional[args[0]]
+    return Any
+
+
+def signature_schema(cls: type, exclude: tuple[str, ...] = ()) -> type:
+    """A dataclass with one field per constructor argument of ``cls`` plus ``_target_``."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable forward references in third-party signatures
+        hints = {}
+    fields = [("_target_", str, field(default=f"{cls.__module__}.{cls.__qualname__}"))]
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or name in exclude or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        default = param.default
+        ftype = _field_type(hints.get(name, Any))
+        if default is inspect.Parameter.empty:
+            spec = field(default=MISSING)
+        elif isinstance(default, (list, tuple)):
+            spec, ftype = field(default_factory=lambda d=default: list(d)), Any
+        elif default is None or isinstance(default, _SIMPLE):
+            spec = field(default=default)
+            if default is None and ftype in _SIMPLE:
+                ftype = Optional[ftype]
+        else:  # an object default (an enum, a callable): leave it to the class
+            spec, ftype = field(default=None), Any
+        fields.append((name, ftype, spec))
+    return dataclasses.make_dataclass(f"{cls.__name__}Schema", fields)
+
+
+def network_classes() -> dict[str, type]:
+    """Every public ``nn.Module`` defined in a module of ``forecast.models``, by lower-case name."""
+    import forecast.models
+
+    found = {}
+    for info in pkgutil.iter_modules(forecast.models.__path__):
+        module = importlib.import_module(f"forecast.models.{info.name}")
+        for name, obj in vars(module).items():
+            if inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__ and not name.startswith("_"):
+                found[name.lower()] = obj
+    return found
+
+
+def register_configs() -> None:
+    """Store every schema in Hydra's ConfigStore (idempotent) and the config resolvers."""
+    from pytorch_lightning import Trainer
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from forecast.data.datamodule import ForecastDataModule
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="schema/data", name="default", node=signature_schema(ForecastDataModule))
+    cs.store(group="schema/trainer", name="default", node=signature_schema(Trainer, exclude=("callbacks", "logger")))
+    cs.store(group="schema/logger", name="mlflow", node=signature_schema(MLFlowLogger))
+    for name, cls in network_classes().items():
+        cs.store(group="schema/model", name=name, node=signature_schema(cls))
+    if not OmegaConf.has_resolver("stem"):
+        OmegaConf.register_new_resolver("stem", lambda path: Path(str(path)).stem)

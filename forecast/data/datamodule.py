@@ -1,0 +1,173 @@
+"""The LightningDataModule every model is trained and tested with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from forecast.data.scaling import StandardScaler
+from forecast.data.sources import TimeSeriesTable, load_table
+from forecast.data.splits import Split, split_rows
+from forecast.data.timefeatures import time_features
+from forecast.data.windows import WindowDataset, collate_batch
+from forecast.errors import ConfigError
+
+FEATURE_MODES = ("M", "S", "MS")
+
+
+class ForecastDataModule(pl.LightningDataModule):
+    """Read, validate, split, scale and window one series file.
+
+    Batches are dicts: ``x [B, seq_len, enc_in]``, ``y [B, pred_len, c_out]`` (scaled),
+    ``x_mark [B, seq_len, F]``, ``y_mark [B, pred_len, F]`` (calendar features).
+
+    Feature modes: ``M`` all channels in and out; ``S`` the target alone; ``MS`` all channels
+    in, the target out (``c_out = 1``, the last channel).
+
+    ``enc_in`` and ``mark_dim`` are derived from the file; given as numbers they are checked
+    against it. ``drop_last_test`` reproduces the Informer-era loaders that silently dropped the
+    last incomplete test batch; it is off by default and only meant for ``paper_compat`` runs.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        target: str | None = "OT",
+        features: str = "M",
+        seq_len: int = 96,
+        pred_len: int = 96,
+        freq: str | None = None,
+        calendar_freq: str | None = None,
+        date_col: str = "date",
+        fill: str | None = None,
+        split_by: str = "ratio",
+        split_sizes: tuple = (0.7, 0.1, 0.2),
+        allow_constant: bool = False,
+        season_length: int = 1,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        drop_last_test: bool = False,
+        enc_in: int | None = None,
+        mark_dim: int | None = None,
+    ):
+        super().__init__()
+        if features not in FEATURE_MODES:
+            raise ConfigError(f"data.features='{features}' is not a feature mode. Fix: use one of {FEATURE_MODES}.")
+        for key, value in (("seq_len", seq_len), ("pred_len", pred_len), ("batch_size", batch_size), ("season_length", season_length)):
+            if int(value) < 1:
+                raise ConfigError(f"data.{key}={value} must be a positive integer.")
+        self.name, self.path, self.target, self.features = name, Path(path), target, features
+        self.seq_len, self.pred_len = int(seq_len), int(pred_len)
+        self.freq, self.calendar_freq, self.date_col, self.fill = freq, calendar_freq, date_col, fill
+        self.split_by, self.split_sizes = split_by, tuple(split_sizes)
+        self.allow_constant, self.season_length = allow_constant, int(season_length)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers, self.pin_memory, self.drop_last_test = num_workers, pin_memory, drop_last_test
+        self._expected = {"enc_in": enc_in, "mark_dim": mark_dim}
+        self.table: TimeSeriesTable | None = None
+        self.datasets: dict[str, WindowDataset] = {}
+
+    # ------------------------------------------------------------------ loading
+    def load(self) -> "ForecastDataModule":
+        """Read and validate the file, split, fit the scaler and build the series tensors.
+
+        Idempotent; every data error surfaces here, before a logger or model is touched.
+        """
+        if self.table is not None:
+            return self
+        table = load_table(self.path, target=self.target, date_col=self.date_col, freq=self.freq, fill=self.fill)
+        values = table.values[:, -1:] if self.features == "S" else table.values
+        self.columns = table.columns[-1:] if self.features == "S" else table.columns
+        self.enc_in = values.shape[1]
+        self.c_out = self.enc_in if self.features == "M" else 1
+        self.splits: dict[str, Split] = split_rows(
+            table.n_rows, self.split_by, self.split_sizes, self.seq_len, self.pred_len, table.freq, source=str(self.path)
+        )
+        train_end = self.splits["train"].end
+        self.scaler = StandardScaler.fit(values[:train_end], self.columns, self.allow_constant, source=str(self.path))
+        self.target_scaler = self.scaler.select(slice(self.enc_in - self.c_out, None))
+        self.mase_scale = self._naive_scale(values[:train_end, self.enc_in - self.c_out:])
+        marks = time_features(table.dates, self.calendar_freq or table.freq)
+        self.mark_dim = marks.shape[1]
+        self.values = torch.from_numpy(self.scaler.transform(values).astype(np.float32))
+        self.marks = torch.from_numpy(marks)
+        for key, expected in self._expected.items():
+            if expected is not None and int(expected) != getattr(self, key):
+                raise ConfigError(
+                    f"data.{key}={expected} but {self.path} gives {getattr(self, key)} in features mode "
+                    f"{self.features}. Fix: set data.{key}=null to take it from the file."
+                )
+        self.table = table
+        return self
+
+    def _naive_scale(self, train_targets: np.ndarray) -> np.ndarray:
+        """MASE denominator per target channel: in-sample MAE of the seasonal naive forecast."""
+        m = self.season_length if self.season_length < len(train_targets) else 1
+        scale = np.abs(train_targets[m:] - train_targets[:-m]).mean(axis=0)
+        return np.where(scale > 0, scale, np.nan)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.load()
+        if not self.datasets:
+            self.datasets = {
+                name: WindowDataset(self.values, self.marks, split.start, split.end, self.seq_len, self.pred_len, self.c_out)
+                for name, split in self.splits.items()
+            }
+
+    # ------------------------------------------------------------- data loaders
+    def _loader(self, split: str, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        self.setup()
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            collate_fn=collate_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.eval_batch_size, shuffle=False, drop_last=False)
+
+    def test_dataloader(self) -> DataLoader:
+        # paper_compat only: the Informer-era loaders dropped the last test batch with the train batch size
+        if self.drop_last_test:
+            return self._loader("test", self.batch_size, shuffle=False, drop_last=True)
+        return self._loader("test", self.eval_batch_size, shuffle=False, drop_last=False)
+
+    # ------------------------------------------------------------------ queries
+    def window_dates(self, split: str, index: int):
+        """Timestamps of the input and target rows of window ``index`` of ``split``."""
+        s = self.splits[split].start + index
+        dates = self.table.dates
+        return dates[s : s + self.seq_len], dates[s + self.seq_len : s + self.seq_len + self.pred_len]
+
+    def lineage(self) -> dict:
+        """What identifies the data a run saw: file, digest, rows and the split borders (as dates)."""
+        dates = self.table.dates
+        info = {
+            "name": self.name,
+            "path": str(self.path),
+            "sha256": self.table.sha256,
+            "rows": self.table.n_rows,
+            "freq": self.table.freq.freqstr,
+            "first_timestamp": str(dates[0]),
+            "last_timestamp": str(dates[-1]),
+        }
+        for name, split in self.splits.items():
+            info[f"{name}_rows"] = f"{split.border}-{split.end - 1}"
+            info[f"{name}_windows"] = split.n_windows(self.seq_len, self.pred_len)
+        return info

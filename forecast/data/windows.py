@@ -1,0 +1,71 @@
+"""Sliding windows over one series tensor, without copying per window.
+
+Every split is a range of rows of a single ``[T, C]`` tensor. A window is a pair of slices
+of that tensor (views); a batch is gathered from it with one indexing operation, so building
+every window of a split costs nothing and a batch costs one copy of the batch itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+
+class WindowDataset(Dataset):
+    """Windows ``x = values[s : s+L]``, ``y = values[s+L : s+L+H, -c_out:]`` for ``s`` in a range.
+
+    Items are dicts of ``x [L, C]``, ``y [H, c_out]``, ``x_mark [L, F]``, ``y_mark [H, F]``
+    (views); :meth:`__getitems__` returns whole batches ``[B, …]`` so a DataLoader with
+    :func:`collate_batch` never stacks single windows.
+    """
+
+    def __init__(self, values: torch.Tensor, marks: torch.Tensor, start: int, end: int, seq_len: int, pred_len: int, c_out: int):
+        if values.shape[0] != marks.shape[0]:
+            raise ValueError(f"values has {values.shape[0]} rows but marks has {marks.shape[0]}")
+        self.values, self.marks = values, marks
+        self.start, self.end = start, end
+        self.seq_len, self.pred_len, self.c_out = seq_len, pred_len, c_out
+        self._x_offsets = torch.arange(seq_len)
+        self._y_offsets = torch.arange(seq_len, seq_len + pred_len)
+
+    def __len__(self) -> int:
+        return max(self.end - self.start - self.seq_len - self.pred_len + 1, 0)
+
+    def _check(self, index: int) -> int:
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"window {index} out of range for {n} windows")
+        return self.start + index
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        s = self._check(int(index))
+        mid, stop = s + self.seq_len, s + self.seq_len + self.pred_len
+        return {
+            "x": self.values[s:mid],
+            "y": self.values[mid:stop, self.values.shape[1] - self.c_out:],
+            "x_mark": self.marks[s:mid],
+            "y_mark": self.marks[mid:stop],
+        }
+
+    def __getitems__(self, indices) -> dict[str, torch.Tensor]:
+        starts = torch.as_tensor(indices, dtype=torch.long)
+        if len(starts) and (starts.min() < 0 or starts.max() >= len(self)):
+            raise IndexError(f"window indices out of range for {len(self)} windows")
+        starts = starts + self.start
+        x_rows = starts[:, None] + self._x_offsets
+        y_rows = starts[:, None] + self._y_offsets
+        return {
+            "x": self.values[x_rows],
+            "y": self.values[y_rows, self.values.shape[1] - self.c_out:],
+            "x_mark": self.marks[x_rows],
+            "y_mark": self.marks[y_rows],
+        }
+
+
+def collate_batch(batch):
+    """DataLoader ``collate_fn``: batches arrive whole from :meth:`WindowDataset.__getitems__`."""
+    if isinstance(batch, dict):
+        return batch
+    return {key: torch.stack([item[key] for item in batch]) for key in batch[0]}

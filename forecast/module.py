@@ -1,0 +1,104 @@
+"""ForecastModule: the one LightningModule every network is trained and tested by."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from forecast.metrics import ForecastMetrics
+
+EVAL_STAGES = ("val", "test")
+
+
+class ForecastModule(pl.LightningModule):
+    """Loss, optimiser, schedule and metrics around a network; nothing model-specific.
+
+    ``network(x [B, L, C], x_mark, y_mark) -> [B, H, C_out]``; the last ``c_out`` output
+    channels are compared with ``y`` (all channels in M mode, the target in S/MS mode).
+    ``optimizer`` and ``scheduler`` are factories (Hydra ``_partial_`` nodes) called with the
+    parameters and the optimiser. ``target_mean``/``target_std``/``mase_scale`` (one value per
+    target channel) let the metrics report errors on the original scale.
+
+    Logged keys: ``train/loss``, ``val/loss``, ``val/mse``…, ``test/mse``, ``test/mae``,
+    ``test/mae_orig``, ``test/rmse_orig``, ``test/mase_orig``, ``test/smape_orig``.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        loss: nn.Module | None = None,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+        scheduler_interval: str = "epoch",
+        c_out: int | None = None,
+        target_mean=None,
+        target_std=None,
+        mase_scale=None,
+    ):
+        super().__init__()
+        self.network = network
+        self.loss = loss if loss is not None else nn.MSELoss()
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-4))
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.c_out = c_out
+        n = c_out or (len(target_mean) if target_mean is not None else 1)
+        self.metrics = nn.ModuleDict(
+            {stage: ForecastMetrics(target_mean, target_std, mase_scale, c_out=n) for stage in EVAL_STAGES}
+        )
+
+    @property
+    def trainable(self) -> bool:
+        """False for networks without trainable parameters (classical baselines): test only."""
+        return any(p.requires_grad for p in self.network.parameters())
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.network(x, x_mark, y_mark)
+        return out if self.c_out is None else out[..., -self.c_out :]
+
+    def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        pred = self(batch["x"], batch["x_mark"], batch["y_mark"])
+        target = batch["y"]
+        loss = self.loss(pred, target)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test",
+                 batch_size=target.shape[0], sync_dist=stage != "train")
+        if stage in self.metrics:
+            self.metrics[stage].update(pred, target)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch["x"], batch["x_mark"], batch["y_mark"])
+
+    def _log_metrics(self, stage: str) -> None:
+        metric = self.metrics[stage]
+        if metric.update_count:
+            self.log_dict({f"{stage}/{k}": v.float() for k, v in metric.compute().items()})
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval, "monitor": "val/loss"},
+        }

@@ -1,0 +1,117 @@
+"""Accuracy records: one row per run in ``benchmarks/accuracy.csv``, rendered as Markdown.
+
+A row carries the command that produced it, the machine and the date, and the published
+value of the same model, dataset and horizon (``benchmarks/published.csv``) when there is one.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import platform
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from forecast import tracking
+
+ACCURACY_COLUMNS = [
+    "model", "dataset", "features", "seq_len", "pred_len", "mse", "mae", "paper_mse", "paper_mae",
+    "paper_compat", "epochs", "seed", "command", "machine", "date",
+]
+
+
+def machine() -> str:
+    """CPU model, cores, torch build and threads, e.g. ``Intel Xeon … (2 cores), torch 2.13.0+cpu, 1 thread``."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()} cores"
+    return f"{cpu} ({device}), torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+
+
+def published(path: Path, model: str, dataset: str, features: str, seq_len: int, pred_len: int) -> tuple[str, str]:
+    """``(mse, mae)`` published for this setting, or empty strings."""
+    if not path.exists():
+        return "", ""
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if (row["model"], row["dataset"], row["features"], int(row["seq_len"]), int(row["pred_len"])) == (
+                model, dataset, features, seq_len, pred_len
+            ):
+                return row["mse"], row["mae"]
+    return "", ""
+
+
+def record_accuracy(cfg: DictConfig, metrics: dict[str, float], epochs: int) -> dict:
+    """Append this run's row to ``cfg.record`` and re-render the README beside it."""
+    path = Path(cfg.record)
+    model = tracking.model_name(cfg)
+    paper_mse, paper_mae = published(
+        path.parent / "published.csv", model, cfg.data.name, cfg.data.features, cfg.data.seq_len, cfg.data.pred_len
+    )
+    row = {
+        "model": model, "dataset": cfg.data.name, "features": cfg.data.features,
+        "seq_len": cfg.data.seq_len, "pred_len": cfg.data.pred_len,
+        "mse": f"{metrics['test/mse']:.4f}", "mae": f"{metrics['test/mae']:.4f}",
+        "paper_mse": paper_mse, "paper_mae": paper_mae,
+        "paper_compat": str(bool(cfg.paper_compat)).lower(), "epochs": epochs, "seed": cfg.seed,
+        "command": tracking.command_line(), "machine": machine(), "date": dt.date.today().isoformat(),
+    }
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=ACCURACY_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+    render_readme(path.parent)
+    return row
+
+
+def _table(rows: list[dict], columns: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return lines
+
+
+def render_readme(folder: Path) -> Path:
+    """Write ``folder/README.md``: the accuracy rows, grouped by model and dataset, beside the
+    published values, and any hand-written sections kept in ``folder/notes.md``."""
+    rows = []
+    accuracy = folder / "accuracy.csv"
+    if accuracy.exists():
+        with open(accuracy, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated from `accuracy.csv` by `forecast.pipelines.benchmark.render_readme`; every row comes",
+        "from the command in its `command` column, on the machine and date given. MSE/MAE are on the",
+        "z-scored data over every test window (the papers' convention); `Δ mse` is relative to the",
+        "published value.",
+        "",
+    ]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["dataset"]), []).append(row)
+    for (model, dataset), group in groups.items():
+        for row in group:
+            row["Δ mse"] = f"{(float(row['mse']) / float(row['paper_mse']) - 1) * 100:+.1f}%" if row["paper_mse"] else ""
+        lines += [f"## {model} on {dataset}", ""]
+        lines += _table(group, ["features", "seq_len", "pred_len", "mse", "mae", "paper_mse", "paper_mae", "Δ mse",
+                                "paper_compat", "epochs", "seed", "date", "command", "machine"])
+        lines.append("")
+    notes = folder / "notes.md"
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
+    out = folder / "README.md"
+    out.write_text("\n".join(lines))
+    return out

@@ -1,0 +1,129 @@
+"""The program behind ``python train.py``: data -> network -> fit -> test -> MLflow."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+from forecast import tracking
+from forecast.data.datamodule import ForecastDataModule
+from forecast.module import ForecastModule
+from forecast.plots import forecast_figure
+
+log = logging.getLogger(__name__)
+
+# Noise from the pinned stack that says nothing about the user's run.
+warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def build_data(cfg: DictConfig) -> ForecastDataModule:
+    """Instantiate and load the data (every data error surfaces here); fill in the shape keys
+    (``data.enc_in``, ``data.mark_dim``) that the model config interpolates."""
+    datamodule: ForecastDataModule = instantiate(cfg.data)
+    datamodule.load()
+    cfg.data.enc_in = datamodule.enc_in
+    cfg.data.mark_dim = datamodule.mark_dim
+    return datamodule
+
+
+def build_module(cfg: DictConfig, datamodule: ForecastDataModule) -> ForecastModule:
+    network = instantiate(cfg.model)
+    return ForecastModule(
+        network,
+        loss=instantiate(cfg.module.loss) if cfg.module.loss else None,
+        optimizer=instantiate(cfg.module.optimizer) if cfg.module.optimizer else None,
+        scheduler=instantiate(cfg.module.scheduler) if cfg.module.scheduler else None,
+        scheduler_interval=cfg.module.scheduler_interval,
+        c_out=datamodule.c_out,
+        target_mean=datamodule.target_scaler.mean,
+        target_std=datamodule.target_scaler.std,
+        mase_scale=datamodule.mase_scale,
+    )
+
+
+def build_callbacks(cfg: DictConfig, trainable: bool) -> list[pl.Callback]:
+    callbacks = [instantiate(node) for node in cfg.callbacks.values() if node and "_target_" in node]
+    if not trainable:  # nothing to monitor or save
+        callbacks = [c for c in callbacks if not isinstance(c, (EarlyStopping, ModelCheckpoint))]
+    return callbacks
+
+
+def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int, title: str):
+    """Forecast-vs-actual figure (original scale) of ``n`` evenly spaced test windows: the
+    target and, in M mode, up to two other channels."""
+    dataset = datamodule.datasets["test"]
+    picks = np.unique(np.linspace(0, len(dataset) - 1, n).round().astype(int)).tolist()
+    batch = dataset.__getitems__(picks)
+    module.eval()
+    with torch.no_grad():
+        pred = module(*(batch[k].to(module.device) for k in ("x", "x_mark", "y_mark"))).cpu()
+    c_out = datamodule.c_out
+    shown = sorted({c_out - 1, *range(min(2, c_out - 1))})  # channel positions within the target block
+    names = datamodule.columns[datamodule.enc_in - c_out :]
+    history = datamodule.scaler.inverse_transform(batch["x"].numpy())[..., datamodule.enc_in - c_out :]
+    actual = datamodule.target_scaler.inverse_transform(batch["y"].numpy())
+    forecast = datamodule.target_scaler.inverse_transform(pred.numpy())
+    windows = []
+    for i, pick in enumerate(picks):
+        history_dates, dates = datamodule.window_dates("test", pick)
+        windows.append({
+            "history_dates": history_dates, "history": history[i][:, shown],
+            "dates": dates, "actual": actual[i][:, shown], "forecast": forecast[i][:, shown],
+        })
+    return forecast_figure(windows, [names[c] for c in shown], title)
+
+
+def run(cfg: DictConfig) -> dict[str, float]:
+    """Train and/or test one configuration; returns the test metrics (``test/mse``, …)."""
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    # Everything that can reject the input happens before the logger exists, so a run that
+    # fails validation leaves no trace in MLflow.
+    datamodule = build_data(cfg)
+    module = build_module(cfg, datamodule)
+    callbacks = build_callbacks(cfg, module.trainable)
+    logger = tracking.create_logger(cfg)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
+    if logger is not None:
+        tracking.log_config(logger, cfg)
+
+    try:
+        fitted = False
+        if cfg.train and module.trainable:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+            fitted = True
+        metrics: dict[str, float] = {}
+        if cfg.test:
+            checkpoint = trainer.checkpoint_callback
+            if fitted and checkpoint is not None and checkpoint.best_model_path:
+                ckpt = "best"
+            else:
+                ckpt = None if fitted else cfg.ckpt_path
+            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+            if logger is not None and trainer.is_global_zero:
+                figure = plot_windows(module, datamodule, cfg.plot_windows, tracking.run_name(cfg))
+                tracking.log_figure(logger, figure, "plots/forecast.png")
+                plt.close(figure)
+                if fitted and checkpoint is not None and checkpoint.best_model_path:
+                    tracking.log_artifact(logger, checkpoint.best_model_path, "checkpoints")
+        if cfg.record and metrics and trainer.is_global_zero:
+            from forecast.pipelines.benchmark import record_accuracy
+
+            record_accuracy(cfg, metrics, epochs=trainer.current_epoch if fitted else 0)
+    except BaseException:
+        if logger is not None:
+            tracking.mark_failed(logger)
+        raise
+    return metrics

@@ -1,0 +1,38 @@
+"""Figures: forecast against actual values for a few test windows."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def forecast_figure(windows: list[dict], channels: list[str], title: str = "") -> plt.Figure:
+    """A grid of windows (rows) × channels (columns).
+
+    Each window is a dict of ``history_dates``, ``history [L, C]``, ``dates``, ``actual [H, C]``,
+    ``forecast [H, C]``, on the original scale; ``channels`` names the ``C`` columns drawn.
+    """
+    n_rows, n_cols = len(windows), len(channels)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.5 * n_cols, 2.6 * n_rows), squeeze=False, sharex="row")
+    for r, window in enumerate(windows):
+        for c, name in enumerate(channels):
+            ax = axes[r, c]
+            ax.plot(window["history_dates"], window["history"][:, c], color="0.55", lw=1.0, label="history")
+            ax.plot(window["dates"], window["actual"][:, c], color="black", lw=1.2, label="actual")
+            ax.plot(window["dates"], window["forecast"][:, c], color="tab:blue", lw=1.4, label="forecast")
+            ax.axvline(window["dates"][0], color="0.8", lw=0.8, ls="--")
+            if r == 0:
+                ax.set_title(name, fontsize=10)
+            if c == 0:
+                ax.set_ylabel(f"from {np.datetime_as_string(np.datetime64(window['dates'][0]), unit='m')}", fontsize=8)
+            ax.tick_params(labelsize=7)
+            for label in ax.get_xticklabels():
+                label.set_rotation(30)
+    axes[0, -1].legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,23 @@
+"""Train and test a forecasting model: ``python train.py [model=dlinear] [data=etth1] [key=value ...]``.
+
+See ``conf/train.yaml`` for the groups and run-level keys, and the README for examples.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from forecast.config import register_configs
+
+register_configs()
+
+
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from forecast.pipelines.train import run
+
+    metrics = run(cfg)
+    return metrics.get("test/mse")
+
+
+if __name__ == "__main__":
+    main()
