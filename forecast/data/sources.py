@@ -159,13 +159,13 @@ def _infer_freq(dates: pd.DatetimeIndex, path: Path) -> pd.offsets.BaseOffset:
     if freq is not None:
         return to_offset(freq)
     # Irregular somewhere: take the most common step so the spacing check can name the rows.
-    steps = pd.Series(np.diff(dates.asi8))
-    return to_offset(pd.Timedelta(int(steps.mode().iloc[0]), unit="ns"))
+    steps = pd.Series(dates[1:] - dates[:-1])
+    return to_offset(steps.mode().iloc[0])
 
 
 def _check_spacing(dates: pd.DatetimeIndex, freq: pd.offsets.BaseOffset, path: Path, declared: bool) -> None:
     expected = pd.date_range(dates[0], periods=len(dates), freq=freq)
-    off = np.flatnonzero(expected.asi8 != dates.asi8)
+    off = np.flatnonzero(expected != dates)
     if len(off):
         r = int(off[0])
         what = f"data.freq='{freq.freqstr}'" if declared else f"the inferred frequency '{freq.freqstr}'"

@@ -83,20 +83,14 @@ def split_rows(
 
     borders = [0, lengths[0], lengths[0] + lengths[1]]
     splits = {}
+    # Train comes first and needs seq_len + pred_len rows, so val/test always have their look-back.
     for name, border, length in zip(SPLIT_NAMES, borders, lengths):
-        if name != "train" and border < seq_len:
-            raise DataError(
-                f"{source}: the train split has {lengths[0]:,} rows, fewer than seq_len={seq_len} "
-                f"rows of look-back that the {name} split needs before its border. "
-                "Fix: lower data.seq_len or give the train split more rows."
-            )
         split = Split(name, border - seq_len if name != "train" else 0, border, border + length)
         if split.n_windows(seq_len, pred_len) < 1:
-            lookback = f" (+{seq_len} rows of look-back)" if name != "train" else ""
+            need = f"seq_len + pred_len = {seq_len} + {pred_len} rows" if name == "train" else f"pred_len={pred_len} rows"
             raise DataError(
-                f"{source}: the {name} split has {length:,} rows{lookback}, too short for one window "
-                f"of seq_len + pred_len = {seq_len} + {pred_len} = {seq_len + pred_len} rows. "
-                "Fix: lower data.seq_len or data.pred_len, or use a longer series."
+                f"{source}: the {name} split has {length:,} rows, fewer than the {need} of one window. "
+                "Fix: lower data.seq_len or data.pred_len, change data.split_sizes, or use a longer series."
             )
         splits[name] = split
     return splits

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from forecast import tracking
 from forecast.data.datamodule import ForecastDataModule
@@ -50,11 +50,16 @@ def build_module(cfg: DictConfig, datamodule: ForecastDataModule) -> ForecastMod
     )
 
 
-def build_callbacks(cfg: DictConfig, trainable: bool) -> list[pl.Callback]:
+def build_callbacks(cfg: DictConfig, trainable: bool, logged: bool) -> list[pl.Callback]:
+    """The configured callbacks, less those with nothing to do: early stopping and checkpoints
+    for a network that is not trained, the learning-rate monitor for a run with no logger."""
     callbacks = [instantiate(node) for node in cfg.callbacks.values() if node and "_target_" in node]
-    if not trainable:  # nothing to monitor or save
-        callbacks = [c for c in callbacks if not isinstance(c, (EarlyStopping, ModelCheckpoint))]
-    return callbacks
+    useless = ()
+    if not trainable:
+        useless += (EarlyStopping, ModelCheckpoint, LearningRateMonitor)
+    if not logged:
+        useless += (LearningRateMonitor,)
+    return [c for c in callbacks if not isinstance(c, useless)]
 
 
 def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int, title: str):
@@ -92,8 +97,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # fails validation leaves no trace in MLflow.
     datamodule = build_data(cfg)
     module = build_module(cfg, datamodule)
-    callbacks = build_callbacks(cfg, module.trainable)
     logger = tracking.create_logger(cfg)
+    callbacks = build_callbacks(cfg, module.trainable, logged=logger is not None)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
     if logger is not None:
         tracking.log_config(logger, cfg)

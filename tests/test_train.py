@@ -1,0 +1,110 @@
+"""The training system end to end: the pipeline, the MLflow record, the real entry point."""
+
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from omegaconf import OmegaConf
+
+from forecast.pipelines.train import run
+from tests.conftest import REPO, sinusoid_frame
+
+
+def _runs(uri, experiment):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, (client.search_runs([exp.experiment_id]) if exp else [])
+
+
+def test_parameter_free_network_is_only_tested_and_scored_exactly(make_config, write_csv):
+    """A network without parameters skips fit; its test metrics equal a direct computation."""
+    frame = sinusoid_frame(n=600, channels=2, noise=0.5)
+    path = write_csv(frame)
+    cfg = make_config("data=csv", f"data.path={path}", "data.seq_len=24", "data.pred_len=12")
+    cfg.model = OmegaConf.create({"_target_": "tests.helpers.LastValue", "pred_len": "${data.pred_len}"})
+    metrics = run(cfg)
+
+    values = frame[["ch0", "OT"]].to_numpy()
+    mean, std = values[:420].mean(0), values[:420].std(0)
+    scaled = (values - mean) / std
+    starts = range(480 - 24, 600 - 24 - 12 + 1)  # test border 480 (70/10/20 of 600)
+    errors = np.stack([scaled[s + 24 : s + 36] - scaled[s + 23] for s in starts])
+    assert metrics["test/mse"] == pytest.approx(np.mean(errors**2), rel=1e-5)
+    assert metrics["test/mae_orig"] == pytest.approx(np.mean(np.abs(errors * std)), rel=1e-5)
+
+    client, runs = _runs(make_config.tracking_uri, "series")
+    assert len(runs) == 1
+    assert "train/loss" not in runs[0].data.metrics
+    assert runs[0].data.tags["dataset"] == "series"  # data=csv names the run after the file
+    assert not [a for a in client.list_artifacts(runs[0].info.run_id) if a.path == "checkpoints"]
+
+
+def test_fit_logs_a_complete_mlflow_run(make_config):
+    cfg = make_config("trainer=debug", "data.seq_len=48", "data.pred_len=24", "+tags.purpose=test")
+    metrics = run(cfg)
+    client, runs = _runs(make_config.tracking_uri, "etth1")
+    assert len(runs) == 1
+    r = runs[0]
+    assert r.info.run_name == "dlinear-etth1-48-24" and r.info.status == "FINISHED"
+    assert r.data.tags["dataset"] == "etth1" and r.data.tags["horizon"] == "24" and r.data.tags["purpose"] == "test"
+    assert len(r.data.tags["git_commit"]) in (40, 7) or r.data.tags["git_commit"] == "unknown"
+    assert r.data.params["data.seq_len"] == "48" and r.data.params["model.enc_in"] == "7"
+    assert r.data.params["module.optimizer.lr"] == "0.0001"
+    for key in ("test/mse", "test/mae", "test/mae_orig", "test/rmse_orig", "test/mase_orig", "test/smape_orig", "train/loss", "val/loss"):
+        assert key in r.data.metrics, key
+    assert r.data.metrics["test/mse"] == pytest.approx(metrics["test/mse"])
+    artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert {"config.yaml", "plots", "checkpoints"} <= artifacts
+    assert [a.path for a in client.list_artifacts(r.info.run_id, "plots")] == ["plots/forecast.png"]
+    config = OmegaConf.create(mlflow.artifacts.load_text(f"{r.info.artifact_uri}/config.yaml"))
+    assert config.data.seq_len == 48 and config.model.enc_in == 7
+
+
+def test_resume_and_test_from_a_checkpoint(make_config, tmp_path):
+    cfg = make_config("trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24")
+    first = run(cfg)
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert ckpt.exists()
+    cfg = make_config("trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24", "train=false", f"ckpt_path={ckpt}")
+    assert run(cfg)["test/mse"] == pytest.approx(first["test/mse"], rel=1e-6)  # 1 epoch: last == best
+
+
+def _train_py(tmp_path, *args):
+    env = {**os.environ, "FORECAST_DATA_DIR": str(REPO / "data"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args, "trainer=debug", "num_threads=1", "trainer.enable_progress_bar=false"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_train_py_entry_point_writes_a_run_mlflow_can_read(tmp_path):
+    proc = _train_py(tmp_path, "data.pred_len=24", "hydra.run.dir=out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
+    assert len(runs) == 1
+    r = runs[0]
+    assert {"test/mse", "test/mae"} <= set(r.data.metrics)
+    assert {"config.yaml", "plots"} <= {a.path for a in client.list_artifacts(r.info.run_id)}
+    assert r.data.tags["command"].startswith("python train.py data.pred_len=24")
+    assert (tmp_path / "out" / "checkpoints" / "last.ckpt").exists()  # Hydra's run dir, not the cwd
+
+
+def test_train_py_multirun_sweep(tmp_path):
+    proc = _train_py(tmp_path, "-m", "data.pred_len=12,24", "hydra.sweep.dir=sweep")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
+    assert sorted(r.info.run_name for r in runs) == ["dlinear-etth1-96-12", "dlinear-etth1-96-24"]
+
+
+def test_train_py_bad_data_fails_cleanly(tmp_path):
+    bad = sinusoid_frame(n=300).drop(index=[100])  # a gap
+    bad.to_csv(tmp_path / "gap.csv", index=False)
+    proc = _train_py(tmp_path, "data=csv", "data.path=gap.csv")
+    assert proc.returncode != 0
+    assert "timestamps are not spaced by the inferred frequency 'h': line 102" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
