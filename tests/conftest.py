@@ -46,8 +46,9 @@ def compose_config(overrides: list[str], output_dir: Path, tracking_uri: str | N
 
 @pytest.fixture
 def make_config(tmp_path, monkeypatch):
-    """``make_config(*overrides)`` -> composed config; data from the bundled folder, MLflow in tmp."""
-    monkeypatch.setenv("FORECAST_DATA_DIR", str(REPO / "data"))
+    """``make_config(*overrides)`` -> composed config, MLflow in tmp; data from the shared
+    benchmark folder beside this checkout where there is one, else the bundled folder."""
+    monkeypatch.setenv("FORECAST_DATA_DIR", str(SHARED_DATA if SHARED_DATA.exists() else REPO / "data"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
     def make(*overrides):

@@ -96,8 +96,7 @@ def test_ratio_split_on_a_generic_file(write_csv):
     ("exchange", 7588, (5311, 760, 1517)),
     ("ili", 966, (676, 97, 193)),
 ])
-def test_benchmark_files_split_as_published(make_config, monkeypatch, name, rows, split_rows):
-    monkeypatch.setenv("FORECAST_DATA_DIR", str(SHARED_DATA))
+def test_benchmark_files_split_as_published(make_config, name, rows, split_rows):
     from hydra.utils import instantiate
 
     dm = instantiate(make_config(f"data={name}").data).load()

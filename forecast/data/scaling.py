@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-
 from forecast.errors import DataError
 
 
@@ -42,12 +40,8 @@ class StandardScaler:
     def transform(self, values: np.ndarray) -> np.ndarray:
         return (values - self.mean) / self.std
 
-    def inverse_transform(self, values):
-        """Back to the original scale; numpy arrays or tensors ``[..., C]``."""
-        if isinstance(values, torch.Tensor):
-            mean = torch.as_tensor(self.mean, dtype=values.dtype, device=values.device)
-            std = torch.as_tensor(self.std, dtype=values.dtype, device=values.device)
-            return values * std + mean
+    def inverse_transform(self, values: np.ndarray) -> np.ndarray:
+        """Back to the original scale; ``values [..., C]``."""
         return values * self.std + self.mean
 
     def select(self, channels: slice) -> "StandardScaler":

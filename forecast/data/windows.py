@@ -64,8 +64,7 @@ class WindowDataset(Dataset):
         }
 
 
-def collate_batch(batch):
-    """DataLoader ``collate_fn``: batches arrive whole from :meth:`WindowDataset.__getitems__`."""
-    if isinstance(batch, dict):
-        return batch
-    return {key: torch.stack([item[key] for item in batch]) for key in batch[0]}
+def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """DataLoader ``collate_fn``: batches arrive whole from :meth:`WindowDataset.__getitems__`,
+    so there is nothing left to stack."""
+    return batch

@@ -12,6 +12,7 @@ import os
 import platform
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -82,6 +83,30 @@ def _table(rows: list[dict], columns: list[str]) -> list[str]:
     return lines
 
 
+def _delta(value: float, paper: str) -> str:
+    return f"{(value / float(paper) - 1) * 100:+.1f}%" if paper else ""
+
+
+def _summary(rows: list[dict]) -> list[dict]:
+    """One line per setting: mean ± sd of MSE and MAE over its runs (seeds)."""
+    settings: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = (row["features"], int(row["seq_len"]), int(row["pred_len"]), row["paper_compat"])
+        settings.setdefault(key, []).append(row)
+    out = []
+    for (features, seq_len, pred_len, compat), runs in sorted(settings.items()):
+        mse = np.array([float(r["mse"]) for r in runs])
+        mae = np.array([float(r["mae"]) for r in runs])
+        sd = lambda a: f" ± {a.std(ddof=1):.4f}" if len(a) > 1 else ""  # noqa: E731
+        out.append({
+            "features": features, "seq_len": seq_len, "pred_len": pred_len, "paper_compat": compat, "runs": len(runs),
+            "mse": f"{mse.mean():.4f}{sd(mse)}", "mae": f"{mae.mean():.4f}{sd(mae)}",
+            "paper_mse": runs[0]["paper_mse"], "paper_mae": runs[0]["paper_mae"],
+            "Δ mse (mean)": _delta(mse.mean(), runs[0]["paper_mse"]),
+        })
+    return out
+
+
 def render_readme(folder: Path) -> Path:
     """Write ``folder/README.md``: the accuracy rows, grouped by model and dataset, beside the
     published values, and any hand-written sections kept in ``folder/notes.md``."""
@@ -103,9 +128,12 @@ def render_readme(folder: Path) -> Path:
     for row in rows:
         groups.setdefault((row["model"], row["dataset"]), []).append(row)
     for (model, dataset), group in groups.items():
+        lines += [f"## {model} on {dataset}", "", "Summary over seeds (mean ± standard deviation of the runs below):", ""]
+        lines += _table(_summary(group), ["features", "seq_len", "pred_len", "paper_compat", "runs", "mse", "mae",
+                                          "paper_mse", "paper_mae", "Δ mse (mean)"])
+        lines += ["", "Every run:", ""]
         for row in group:
-            row["Δ mse"] = f"{(float(row['mse']) / float(row['paper_mse']) - 1) * 100:+.1f}%" if row["paper_mse"] else ""
-        lines += [f"## {model} on {dataset}", ""]
+            row["Δ mse"] = _delta(float(row["mse"]), row["paper_mse"])
         lines += _table(group, ["features", "seq_len", "pred_len", "mse", "mae", "paper_mse", "paper_mae", "Δ mse",
                                 "paper_compat", "epochs", "seed", "date", "command", "machine"])
         lines.append("")
