@@ -3,10 +3,13 @@
 See ``conf/train.yaml`` for the groups and run-level keys, and the README for examples.
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 from forecast.config import register_configs
+from forecast.errors import ForecastError
 
 register_configs()
 
@@ -15,7 +18,11 @@ register_configs()
 def main(cfg: DictConfig) -> float | None:
     from forecast.pipelines.train import run
 
-    metrics = run(cfg)
+    try:
+        metrics = run(cfg)
+    except ForecastError as error:  # bad input: the message says what and how to fix it; no traceback
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     return metrics.get("test/mse")
 
 

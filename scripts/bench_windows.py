@@ -97,6 +97,7 @@ def main() -> None:
         print(json.dumps(measure(args.variant, args.path, args.seq_len, args.pred_len, args.batch_size)))
         return
 
+    load = os.getloadavg()[0]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     results = {v: [] for v in VARIANTS}
     for _ in range(args.repeats):
@@ -108,13 +109,17 @@ def main() -> None:
     sums = [r["checksum"] for r in best.values()]
     assert len({r["windows"] for r in best.values()}) == 1 and max(sums) - min(sums) <= 1e-6 * max(abs(s) for s in sums), best
     base = best["per-window"]["build_s"] + best["per-window"]["epoch_s"]
+    import torch
+
     from forecast.pipelines.benchmark import machine
+
+    torch.set_num_threads(1)  # as in the measuring processes, so machine() reports it
 
     lines = [
         "# Building every ETTm1 training window",
         "",
         f"`python scripts/bench_windows.py {' '.join(sys.argv[1:])}`, {dt.date.today().isoformat()}, "
-        f"{machine()}, 1 torch thread, load average before the run {os.getloadavg()[0]:.2f}. "
+        f"{machine()}, 1-minute load average at the start {load:.2f}. "
         f"ETTm1 train split, seq_len {args.seq_len}, pred_len {args.pred_len}, batch {args.batch_size}, "
         f"shuffled; best of {args.repeats} fresh processes each. `added MB` is the peak RSS above the RSS "
         "after the CSV was read and scaled.",

@@ -107,4 +107,5 @@ def test_train_py_bad_data_fails_cleanly(tmp_path):
     proc = _train_py(tmp_path, "data=csv", "data.path=gap.csv")
     assert proc.returncode != 0
     assert "timestamps are not spaced by the inferred frequency 'h': line 102" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()

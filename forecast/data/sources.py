@@ -78,7 +78,7 @@ def _read_frame(path: Path) -> pd.DataFrame:
             f"{path}: file not found (resolved to {path.resolve()}). Relative paths are read "
             "from the directory you run in. Fix: set data.path to an existing file, or point "
             "FORECAST_DATA_DIR at the folder that holds the benchmark files "
-            "(ETT-small/, exchange_rate/, illness/)."
+            "(ETT-small/, exchange_rate/, illness/; only ETTh1 is bundled, in data/)."
         )
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a file. Fix: set data.path to a CSV or Parquet file.")

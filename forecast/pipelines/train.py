@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from forecast import tracking
 from forecast.data.datamodule import ForecastDataModule
 from forecast.module import ForecastModule
+from forecast.pipelines.benchmark import record_accuracy
 from forecast.plots import forecast_figure
 
 log = logging.getLogger(__name__)
@@ -104,28 +105,22 @@ def run(cfg: DictConfig) -> dict[str, float]:
         tracking.log_config(logger, cfg)
 
     try:
-        fitted = False
-        if cfg.train and module.trainable:
+        fitted = bool(cfg.train and module.trainable)
+        if fitted:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-            fitted = True
+        best = trainer.checkpoint_callback.best_model_path if fitted and trainer.checkpoint_callback else ""
         metrics: dict[str, float] = {}
         if cfg.test:
-            checkpoint = trainer.checkpoint_callback
-            if fitted and checkpoint is not None and checkpoint.best_model_path:
-                ckpt = "best"
-            else:
-                ckpt = None if fitted else cfg.ckpt_path
-            trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+            # the best validation checkpoint after fitting; else the given checkpoint, if any
+            trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else (None if fitted else cfg.ckpt_path))
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             if logger is not None and trainer.is_global_zero:
                 figure = plot_windows(module, datamodule, cfg.plot_windows, tracking.run_name(cfg))
                 tracking.log_figure(logger, figure, "plots/forecast.png")
                 plt.close(figure)
-                if fitted and checkpoint is not None and checkpoint.best_model_path:
-                    tracking.log_artifact(logger, checkpoint.best_model_path, "checkpoints")
+                if best:
+                    tracking.log_artifact(logger, best, "checkpoints")
         if cfg.record and metrics and trainer.is_global_zero:
-            from forecast.pipelines.benchmark import record_accuracy
-
             record_accuracy(cfg, metrics, epochs=trainer.current_epoch if fitted else 0)
     except BaseException:
         if logger is not None:
