@@ -54,7 +54,7 @@ def test_fit_logs_a_complete_mlflow_run(make_config):
     assert r.data.tags["dataset"] == "etth1" and r.data.tags["horizon"] == "24" and r.data.tags["purpose"] == "test"
     assert len(r.data.tags["git_commit"]) in (40, 7) or r.data.tags["git_commit"] == "unknown"
     assert r.data.params["data.seq_len"] == "48" and r.data.params["model.enc_in"] == "7"
-    assert r.data.params["module.optimizer.lr"] == "0.0001"
+    assert r.data.params["module.optimizer.lr"] == "0.005"  # recommended by conf/model/dlinear.yaml
     for key in ("test/mse", "test/mae", "test/mae_orig", "test/rmse_orig", "test/mase_orig", "test/smape_orig", "train/loss", "val/loss"):
         assert key in r.data.metrics, key
     assert r.data.metrics["test/mse"] == pytest.approx(metrics["test/mse"])
