@@ -4,6 +4,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -39,9 +40,9 @@ def test_every_config_composes_and_instantiates(override, make_config, monkeypat
     assert module.trainable
     assert module.configure_optimizers()["optimizer"].param_groups[0]["lr"] == cfg.module.optimizer.lr
     assert {type(c).__name__ for c in build_callbacks(cfg, True, logged=True)} == {"EarlyStopping", "ModelCheckpoint", "LearningRateMonitor"}
-    if not override.startswith("trainer=") or override in ("trainer=cpu", "trainer=debug"):
+    if override != "trainer=gpu" or torch.cuda.is_available():  # a GPU trainer cannot be built without one
         trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
-        assert trainer.max_epochs == cfg.trainer.max_epochs
+        assert trainer.max_epochs == cfg.trainer.max_epochs and trainer.num_devices == cfg.trainer.devices
     if cfg.logger and "_target_" in cfg.logger:
         logger = instantiate(cfg.logger)
         assert logger._experiment_name == cfg.data.name

@@ -59,7 +59,10 @@ def test_fit_logs_a_complete_mlflow_run(make_config):
         assert key in r.data.metrics, key
     assert r.data.metrics["test/mse"] == pytest.approx(metrics["test/mse"])
     artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
-    assert {"config.yaml", "plots", "checkpoints"} <= artifacts
+    assert {"config.yaml", "data.json", "plots", "checkpoints"} <= artifacts
+    assert r.data.tags["data_sha256"] == "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066"
+    lineage = mlflow.artifacts.load_dict(f"{r.info.artifact_uri}/data.json")
+    assert (lineage["rows"], lineage["test_rows"], lineage["test_windows"]) == (17420, "11520-14399", 2880 - 24 + 1)
     assert [a.path for a in client.list_artifacts(r.info.run_id, "plots")] == ["plots/forecast.png"]
     config = OmegaConf.create(mlflow.artifacts.load_text(f"{r.info.artifact_uri}/config.yaml"))
     assert config.data.seq_len == 48 and config.model.enc_in == 7

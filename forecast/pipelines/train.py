@@ -98,11 +98,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # fails validation leaves no trace in MLflow.
     datamodule = build_data(cfg)
     module = build_module(cfg, datamodule)
-    logger = tracking.create_logger(cfg)
+    lineage = datamodule.lineage()
+    logger = tracking.create_logger(cfg, lineage)
     callbacks = build_callbacks(cfg, module.trainable, logged=logger is not None)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
     if logger is not None:
-        tracking.log_config(logger, cfg)
+        tracking.log_config(logger, cfg, lineage)
 
     try:
         fitted = bool(cfg.train and module.trainable)
