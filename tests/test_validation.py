@@ -100,9 +100,10 @@ def test_bad_settings_raise_config_errors(kwargs, message, write_csv):
         ForecastDataModule(**args).load()
 
 
-@pytest.mark.parametrize("case", ["missing values", "duplicate timestamps", "target missing"])
+@pytest.mark.parametrize("case", CASES)
 def test_a_run_that_fails_validation_writes_nothing_to_mlflow(case, make_config, write_csv, tmp_path):
-    path = write_csv(CASES[case][0])
+    content = CASES[case][0]
+    path = tmp_path / "absent.csv" if content is None else write_csv(content)
     cfg = make_config("data=csv", f"data.path={path}", "trainer=debug")
     with pytest.raises(DataError):
         run(cfg)

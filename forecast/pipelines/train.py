@@ -123,6 +123,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
                     tracking.log_artifact(logger, best, "checkpoints")
         if cfg.record and metrics and trainer.is_global_zero:
             record_accuracy(cfg, metrics, epochs=trainer.current_epoch if fitted else 0)
+        if logger is not None and trainer.is_global_zero:
+            uri = str(cfg.logger.tracking_uri)
+            where = uri if uri.startswith("http") else f"`mlflow ui --backend-store-uri {uri}`"
+            log.info("MLflow run '%s' (%s) in experiment '%s'; browse it at %s",
+                     tracking.run_name(cfg), logger.run_id, cfg.logger.experiment_name, where)
+        if best:
+            log.info("best checkpoint: %s", best)
     except BaseException:
         if logger is not None:
             tracking.mark_failed(logger)
