@@ -23,3 +23,16 @@ def test_trend_of_a_constant_is_the_constant_and_matches_a_direct_average():
     assert trend[0, 10, 0] == pytest.approx(10.0)
     assert trend[0, 0, 0] == pytest.approx((0 + 0 + 0 + 1 + 2) / 5)
     assert trend[0, -1, 0] == pytest.approx((17 + 18 + 19 + 19 + 19) / 5)
+
+
+@pytest.mark.parametrize("kernel", [2, 7, 25, 60])
+def test_moving_average_equals_the_padded_window_mean(kernel):
+    """The cumulative-sum form equals the definition: the mean of each edge-padded window,
+    also on a series with a large level."""
+    x = torch.randn(2, 50, 3, dtype=torch.float64) + 1e4
+    front, back = kernel // 2, (kernel - 1) // 2
+    padded = torch.cat([x[:, :1].repeat(1, front, 1), x, x[:, -1:].repeat(1, back, 1)], dim=1)
+    direct = torch.stack([padded[:, t : t + kernel].mean(dim=1) for t in range(50)], dim=1)
+    torch.testing.assert_close(moving_average(x, kernel), direct, rtol=0, atol=1e-9)
+    x32 = x.float()
+    torch.testing.assert_close(moving_average(x32, kernel), direct.float(), rtol=0, atol=2e-3)  # float32 at level 1e4
