@@ -52,6 +52,7 @@ def test_fit_logs_a_complete_mlflow_run(make_config):
     r = runs[0]
     assert r.info.run_name == "dlinear-etth1-48-24" and r.info.status == "FINISHED"
     assert r.data.tags["dataset"] == "etth1" and r.data.tags["horizon"] == "24" and r.data.tags["purpose"] == "test"
+    assert r.data.tags["paper_compat"] == "false" and r.data.tags["model"] == "dlinear"
     assert len(r.data.tags["git_commit"]) in (40, 7) or r.data.tags["git_commit"] == "unknown"
     assert r.data.params["data.seq_len"] == "48" and r.data.params["model.enc_in"] == "7"
     assert r.data.params["module.optimizer.lr"] == "0.005"  # recommended by conf/model/dlinear.yaml
@@ -112,3 +113,22 @@ def test_train_py_bad_data_fails_cleanly(tmp_path):
     assert "timestamps are not spaced by the inferred frequency 'h': line 102" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_record_appends_an_accuracy_row_beside_the_published_value(make_config, tmp_path):
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    (folder / "published.csv").write_text("model,dataset,features,seq_len,pred_len,mse,mae,source\n"
+                                          "dlinear,etth1,M,48,24,0.5,0.6,a paper\n")
+    for seed in (1, 2):
+        cfg = make_config("trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24", f"seed={seed}",
+                          f"record={folder / 'accuracy.csv'}")
+        metrics = run(cfg)
+    rows = pd.read_csv(folder / "accuracy.csv")
+    assert list(rows.columns) == ["model", "dataset", "features", "seq_len", "pred_len", "mse", "mae", "paper_mse",
+                                  "paper_mae", "paper_compat", "epochs", "seed", "command", "machine", "date"]
+    assert rows["seed"].tolist() == [1, 2] and (rows["paper_mse"] == 0.5).all() and (rows["epochs"] == 1).all()
+    assert rows["mse"].iloc[1] == pytest.approx(metrics["test/mse"], abs=5e-5)
+    readme = (folder / "README.md").read_text()
+    mean, sd = rows["mse"].mean(), rows["mse"].std(ddof=1)
+    assert f"| M | 48 | 24 | false | 2 | {mean:.4f} ± {sd:.4f} |" in readme
