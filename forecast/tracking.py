@@ -69,10 +69,11 @@ def run_tags(cfg: DictConfig, lineage: dict | None = None) -> dict[str, str]:
     }
     if lineage:
         tags.update({"data_path": lineage["path"], "data_sha256": lineage["sha256"], "data_rows": str(lineage["rows"])})
-    if hydra_choice("experiment"):
-        tags["experiment"] = hydra_choice("experiment")
-    if command_line():
-        tags["command"] = command_line()
+    experiment, command = hydra_choice("experiment"), command_line()
+    if experiment:
+        tags["experiment"] = experiment
+    if command:
+        tags["command"] = command
     tags.update({str(k): str(v) for k, v in cfg.tags.items()})
     return tags
 
