@@ -65,7 +65,7 @@ def build_callbacks(cfg: DictConfig, trainable: bool, logged: bool) -> list[pl.C
 
 def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int, title: str):
     """Forecast-vs-actual figure (original scale) of ``n`` evenly spaced test windows: the
-    target and, in M mode, up to two other channels."""
+    target and, in M mode, up to two other channels, after the last ``max(2·H, 96)`` inputs."""
     dataset = datamodule.datasets["test"]
     picks = np.unique(np.linspace(0, len(dataset) - 1, n).round().astype(int)).tolist()
     batch = dataset.__getitems__(picks)
@@ -75,14 +75,16 @@ def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int,
     c_out = datamodule.c_out
     shown = sorted({c_out - 1, *range(min(2, c_out - 1))})  # channel positions within the target block
     names = datamodule.columns[datamodule.enc_in - c_out :]
-    history = datamodule.scaler.inverse_transform(batch["x"].numpy())[..., datamodule.enc_in - c_out :]
+    # enough history for context without squeezing the horizon into a corner of the panel
+    keep = min(datamodule.seq_len, max(2 * datamodule.pred_len, 96))
+    history = datamodule.scaler.inverse_transform(batch["x"][:, -keep:].numpy())[..., datamodule.enc_in - c_out :]
     actual = datamodule.target_scaler.inverse_transform(batch["y"].numpy())
     forecast = datamodule.target_scaler.inverse_transform(pred.numpy())
     windows = []
     for i, pick in enumerate(picks):
         history_dates, dates = datamodule.window_dates("test", pick)
         windows.append({
-            "history_dates": history_dates, "history": history[i][:, shown],
+            "history_dates": history_dates[-keep:], "history": history[i][:, shown],
             "dates": dates, "actual": actual[i][:, shown], "forecast": forecast[i][:, shown],
         })
     return forecast_figure(windows, [names[c] for c in shown], title)
