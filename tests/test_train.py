@@ -69,6 +69,22 @@ def test_fit_logs_a_complete_mlflow_run(make_config):
     assert config.data.seq_len == 48 and config.model.enc_in == 7
 
 
+def test_paper_compat_drops_the_last_test_batch_and_says_so(make_config):
+    cfg = make_config("trainer=debug", "trainer.limit_test_batches=1.0", "data.seq_len=48", "data.pred_len=24",
+                      "data.batch_size=32", "paper_compat=true")
+    run(cfg)
+    _, runs = _runs(make_config.tracking_uri, "etth1")
+    r = runs[0]
+    assert r.data.tags["paper_compat"] == "true" and r.data.params["data.drop_last_test"] == "True"
+    # 2,857 test windows: 89 full batches of 32 are scored, the last 9 windows are dropped
+    lineage = mlflow.artifacts.load_dict(f"{r.info.artifact_uri}/data.json")
+    assert lineage["test_windows"] == 2857
+    cfg = make_config("data.seq_len=48", "data.pred_len=24", "data.batch_size=32", "paper_compat=true")
+    from forecast.pipelines.train import build_data
+
+    assert sum(len(b["y"]) for b in build_data(cfg).test_dataloader()) == 89 * 32
+
+
 def test_resume_and_test_from_a_checkpoint(make_config, tmp_path):
     cfg = make_config("trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24")
     first = run(cfg)

@@ -28,7 +28,12 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 def build_data(cfg: DictConfig) -> ForecastDataModule:
     """Instantiate and load the data (every data error surfaces here); fill in the shape keys
-    (``data.enc_in``, ``data.mark_dim``) that the model config interpolates."""
+    (``data.enc_in``, ``data.mark_dim``) that the model config interpolates.
+
+    ``paper_compat`` turns on the data quirks of the reference code (the test loader dropping
+    its last incomplete batch), written into the config so the logged config says so."""
+    if cfg.paper_compat:
+        cfg.data.drop_last_test = True
     datamodule: ForecastDataModule = instantiate(cfg.data)
     datamodule.load()
     cfg.data.enc_in = datamodule.enc_in
