@@ -52,7 +52,7 @@ def git_commit(path: Path | None = None) -> tuple[str, bool]:
         return "unknown", False
 
 
-def run_tags(cfg: DictConfig, lineage: dict | None = None) -> dict[str, str]:
+def run_tags(cfg: DictConfig, lineage: dict) -> dict[str, str]:
     """Searchable tags: what ran (model, data, shapes, seed, protocol), from which code and data."""
     commit, dirty = git_commit()
     tags = {
@@ -66,9 +66,10 @@ def run_tags(cfg: DictConfig, lineage: dict | None = None) -> dict[str, str]:
         "git_commit": commit,
         "git_dirty": str(dirty).lower(),
         "mlflow.source.git.commit": commit,
+        "data_path": lineage["path"],
+        "data_sha256": lineage["sha256"],
+        "data_rows": str(lineage["rows"]),
     }
-    if lineage:
-        tags.update({"data_path": lineage["path"], "data_sha256": lineage["sha256"], "data_rows": str(lineage["rows"])})
     experiment, command = hydra_choice("experiment"), command_line()
     if experiment:
         tags["experiment"] = experiment
@@ -93,7 +94,7 @@ def flatten(cfg: DictConfig) -> dict[str, object]:
     return out
 
 
-def create_logger(cfg: DictConfig, lineage: dict | None = None) -> MLFlowLogger | None:
+def create_logger(cfg: DictConfig, lineage: dict) -> MLFlowLogger | None:
     """The configured logger with this run's name and tags; ``None`` for ``logger=none``."""
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return None
@@ -101,13 +102,12 @@ def create_logger(cfg: DictConfig, lineage: dict | None = None) -> MLFlowLogger 
 
 
 @rank_zero_only
-def log_config(logger: MLFlowLogger, cfg: DictConfig, lineage: dict | None = None) -> None:
+def log_config(logger: MLFlowLogger, cfg: DictConfig, lineage: dict) -> None:
     """Params (the flattened resolved config), ``config.yaml`` and ``data.json`` (file, digest,
     rows and split borders of the data the run saw)."""
     logger.log_hyperparams(flatten(cfg))
     logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-    if lineage:
-        logger.experiment.log_dict(logger.run_id, lineage, "data.json")
+    logger.experiment.log_dict(logger.run_id, lineage, "data.json")
 
 
 @rank_zero_only
