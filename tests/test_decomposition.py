@@ -27,7 +27,7 @@ def test_trend_of_a_constant_is_the_constant_and_matches_a_direct_average():
 
 @pytest.mark.parametrize("kernel", [2, 7, 25, 60])
 def test_moving_average_equals_the_padded_window_mean(kernel):
-    """The cumulative-sum form equals the definition: the mean of each edge-padded window,
+    """The sliding-sum form equals the definition: the mean of each edge-padded window,
     also on a series with a large level."""
     x = torch.randn(2, 50, 3, dtype=torch.float64) + 1e4
     front, back = kernel // 2, (kernel - 1) // 2

@@ -143,9 +143,10 @@ def test_record_appends_an_accuracy_row_beside_the_published_value(make_config, 
         metrics = run(cfg)
     rows = pd.read_csv(folder / "accuracy.csv")
     assert list(rows.columns) == ["model", "dataset", "features", "seq_len", "pred_len", "mse", "mae", "paper_mse",
-                                  "paper_mae", "paper_compat", "epochs", "seed", "command", "machine", "date"]
+                                  "paper_mae", "paper_compat", "precision", "epochs", "seed", "command", "machine", "date"]
     assert rows["seed"].tolist() == [1, 2] and (rows["paper_mse"] == 0.5).all() and (rows["epochs"] == 1).all()
+    assert (rows["precision"] == "32-true").all()
     assert rows["mse"].iloc[1] == pytest.approx(metrics["test/mse"], abs=5e-5)
     readme = (folder / "README.md").read_text()
     mean, sd = rows["mse"].mean(), rows["mse"].std(ddof=1)
-    assert f"| M | 48 | 24 | false | 2 | {mean:.4f} ± {sd:.4f} |" in readme
+    assert f"| M | 48 | 24 | false | 32-true | 2 | {mean:.4f} ± {sd:.4f} |" in readme

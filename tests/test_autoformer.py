@@ -1,0 +1,184 @@
+"""Autoformer: Auto-Correlation against direct computations, the network's contract, and a
+run through the real entry point."""
+
+import math
+
+import pytest
+import torch
+
+from forecast.layers.autocorrelation import AutoCorrelation, AutoCorrelationLayer, mean_correlation, time_delay_aggregation
+from forecast.layers.dropout import Dropout
+from forecast.models.autoformer import Autoformer
+from tests.test_train import _runs, _train_py
+
+
+def direct_correlation(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """R̄(τ) = mean_d Σ_t q[t, d]·k[(t - τ) mod L, d], keys zero-padded or cut to L, by loops."""
+    batch, length, _ = q.shape
+    keys = torch.zeros_like(q)
+    keys[:, : min(length, k.shape[1])] = k[:, :length]
+    out = torch.zeros(batch, length, dtype=q.dtype)
+    for tau in range(length):
+        for t in range(length):
+            out[:, tau] += (q[:, t] * keys[:, (t - tau) % length]).mean(dim=-1)
+    return out
+
+
+@pytest.mark.parametrize("length,source", [(16, 16), (15, 15), (21, 9), (12, 20)])
+def test_fft_correlation_equals_the_direct_circular_correlation(length, source):
+    torch.manual_seed(0)
+    q, k = torch.randn(3, length, 5, dtype=torch.float64), torch.randn(3, source, 5, dtype=torch.float64)
+    corr = mean_correlation(q, k)
+    assert corr.shape == (3, length)  # odd lengths keep every delay
+    torch.testing.assert_close(corr.double(), direct_correlation(q.float(), k.float()).double(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("period,length", [(12, 96), (7, 98), (24, 168)])
+def test_a_periodic_input_selects_its_period_or_multiples(period, length):
+    torch.manual_seed(0)
+    t = torch.arange(length, dtype=torch.float32)
+    phase = torch.rand(4, 1, 3) * 2 * math.pi
+    x = torch.sin(2 * math.pi * t[None, :, None] / period + phase) + 0.1 * torch.randn(4, length, 3)
+    layer = AutoCorrelation(factor=1)  # k = ⌊ln L⌋ = 4 or 5 delays
+    for training in (True, False):
+        layer.train(training)
+        delays, _ = layer.select_delays(mean_correlation(x, x))
+        assert delays.numel() >= 4 and all(d % period == 0 for d in delays.flatten().tolist()), delays
+
+
+def test_training_shares_the_delays_across_the_batch_and_evaluation_does_not():
+    torch.manual_seed(0)
+    t = torch.arange(60, dtype=torch.float32)
+    x = torch.stack([torch.sin(2 * math.pi * t / 10), torch.sin(2 * math.pi * t / 15)])[..., None]  # periods 10 and 15
+    layer = AutoCorrelation(factor=1)
+    corr = mean_correlation(x, x)
+    layer.train()
+    delays, weights = layer.select_delays(corr)
+    assert delays.dim() == 1 and weights.shape == (2, len(delays))
+    torch.testing.assert_close(weights, torch.softmax(corr[:, delays], dim=-1))
+    layer.eval()
+    delays, weights = layer.select_delays(corr)
+    assert delays.shape == (2, layer.top_k(60))
+    assert all(d % 10 == 0 for d in delays[0].tolist()) and sorted(delays[1].tolist()) == [0, 15, 30, 45]
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("source", [10, 6])
+def test_time_delay_aggregation_equals_a_sum_of_rolls(shared, source):
+    torch.manual_seed(0)
+    length, k = 10, 3
+    values = torch.randn(2, source, 4)
+    delays = torch.tensor([0, 3, 9]) if shared else torch.tensor([[1, 4, 7], [2, 5, 9]])
+    weights = torch.softmax(torch.randn(2, k), dim=-1)
+    padded = torch.cat([values, torch.zeros(2, length - source, 4)], dim=1)
+    expected = torch.zeros(2, length, 4)
+    for b in range(2):
+        for i in range(k):
+            tau = int(delays[i] if shared else delays[b, i])
+            expected[b] += weights[b, i] * torch.roll(padded[b], -tau, dims=0)  # element t+τ moves to t
+    torch.testing.assert_close(time_delay_aggregation(values, delays, weights, length), expected)
+
+
+def test_layer_equals_the_multi_head_reference_formulation():
+    """Per-head correlations averaged over heads and head dims, delays chosen per sample,
+    rolls summed: the same numbers as the whole-width layer (heads average out)."""
+    torch.manual_seed(0)
+    batch, length, source, d, heads = 2, 24, 12, 16, 4
+    layer = AutoCorrelationLayer(d, heads, factor=2).eval()
+    queries, memory = torch.randn(batch, length, d), torch.randn(batch, source, d)
+    q = layer.query(queries).view(batch, length, heads, d // heads)
+    k = layer.key(memory).view(batch, source, heads, d // heads)
+    v = layer.value(memory)
+    k = torch.cat([k, torch.zeros(batch, length - source, heads, d // heads)], dim=1)
+    v = torch.cat([v, torch.zeros(batch, length - source, d)], dim=1)
+    spectrum = torch.fft.rfft(q.permute(0, 2, 3, 1), dim=-1) * torch.fft.rfft(k.permute(0, 2, 3, 1), dim=-1).conj()
+    corr = torch.fft.irfft(spectrum, n=length, dim=-1).mean(dim=(1, 2))  # [B, L]
+    top = int(2 * math.log(length))
+    weights, delays = corr.topk(top, dim=-1)
+    weights = torch.softmax(weights, dim=-1)
+    agg = torch.stack([sum(weights[b, i] * torch.roll(v[b], -int(delays[b, i]), dims=0) for i in range(top)) for b in range(batch)])
+    torch.testing.assert_close(layer(queries, memory, memory), layer.out(agg), rtol=1e-4, atol=1e-5)
+
+
+def test_official_configuration_has_the_published_parameter_count():
+    assert sum(p.numel() for p in Autoformer(96, 96, 7).parameters()) == 10_535_943  # reference/models.md §2.7
+
+
+def small(**kw):
+    args = dict(d_model=16, n_heads=2, d_ff=32, e_layers=2, d_layers=1, moving_avg=5, factor=2, dropout=0.1)
+    return Autoformer(**{**args, **kw})
+
+
+@pytest.mark.parametrize("L,label_len,H,C,M", [(96, 48, 96, 7, 4), (36, 18, 24, 3, 5), (25, 0, 7, 1, 4), (16, 16, 33, 2, 0)])
+def test_output_shape(L, label_len, H, C, M):
+    model = small(seq_len=L, pred_len=H, enc_in=C, mark_dim=M, label_len=label_len)
+    x, x_mark, y_mark = torch.randn(3, L, C), torch.rand(3, L, M), torch.rand(3, H, M)
+    for training in (True, False):
+        assert model.train(training)(x, x_mark, y_mark).shape == (3, H, C)
+
+
+def test_gradients_reach_every_parameter_and_the_seed_fixes_the_output():
+    def build():
+        torch.manual_seed(3)
+        return small(seq_len=32, pred_len=8, enc_in=3)
+
+    model = build()
+    x, x_mark, y_mark = torch.randn(4, 32, 3), torch.rand(4, 32, 4), torch.rand(4, 8, 4)
+    torch.manual_seed(5)
+    out = model(x, x_mark, y_mark)
+    out.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+    again = build()
+    torch.manual_seed(5)
+    torch.testing.assert_close(again(x, x_mark, y_mark), out, rtol=0, atol=0)  # dropout included
+    model.eval()
+    torch.testing.assert_close(model(x, x_mark, y_mark), model(x, x_mark, y_mark), rtol=0, atol=0)
+
+
+def test_the_decoder_sees_the_horizon_calendar_but_not_future_values():
+    model = small(seq_len=32, pred_len=8, enc_in=2).eval()
+    x, x_mark, y_mark = torch.randn(1, 32, 2), torch.rand(1, 32, 4), torch.rand(1, 8, 4)
+    out = model(x, x_mark, y_mark)
+    assert not torch.allclose(model(x, x_mark, torch.rand(1, 8, 4)), out)  # the horizon's calendar is used
+
+
+def test_bf16_autocast_runs_and_stays_close_to_float32():
+    torch.manual_seed(0)
+    model = small(seq_len=48, pred_len=12, enc_in=3).eval()
+    x, x_mark, y_mark = torch.randn(4, 48, 3), torch.rand(4, 48, 4), torch.rand(4, 12, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x, x_mark, y_mark)
+    high = model(x, x_mark, y_mark)
+    assert (low.float() - high).abs().max() < 0.05 * high.abs().max()
+
+
+def test_bad_hyperparameters_fail_clearly():
+    with pytest.raises(ValueError, match="label_len must be between 0 and seq_len"):
+        small(seq_len=16, pred_len=4, enc_in=1, label_len=20)
+    with pytest.raises(ValueError, match="divisible by n_heads"):
+        small(seq_len=16, pred_len=4, enc_in=1, n_heads=3)
+
+
+def test_cpu_dropout_drops_at_rate_p_and_keeps_the_expectation():
+    torch.manual_seed(0)
+    layer = Dropout(0.05)
+    x = torch.ones(200_000, requires_grad=True)
+    out = layer(x)
+    dropped = (out == 0).float().mean().item()
+    assert abs(dropped - 0.05) < 0.003
+    assert out.mean().item() == pytest.approx(1.0, abs=0.01)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, (out != 0).float() / 0.95)
+    assert torch.equal(layer.eval()(x), x)
+
+
+def test_train_py_runs_autoformer(tmp_path):
+    proc = _train_py(tmp_path, "model=autoformer", "model.d_model=16", "model.n_heads=2", "model.d_ff=32",
+                     "data.pred_len=24", "hydra.run.dir=out")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
+    assert [r.info.run_name for r in runs] == ["autoformer-etth1-96-24"]
+    assert runs[0].data.params["model.label_len"] == "None"
+    assert runs[0].data.metrics["test/mse"] > 0
