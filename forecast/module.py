@@ -106,7 +106,9 @@ class ForecastModule(pl.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        # networks that give their parameters roles (ETSformer's smoothing rates) name the groups
+        groups = getattr(self.network, "param_groups", None)
+        optimizer = self.optimizer_factory(groups() if groups else self.parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

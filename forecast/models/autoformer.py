@@ -9,12 +9,12 @@ code's conventions: ``reference/models.md`` §2.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from forecast.layers.autocorrelation import AutoCorrelationLayer
 from forecast.layers.decomposition import SeriesDecomposition
 from forecast.layers.dropout import Dropout
+from forecast.layers.feedforward import FeedForward
 
 
 class SeasonalLayerNorm(nn.Module):
@@ -45,23 +45,6 @@ class DataEmbedding(nn.Module):
         if self.calendar is not None:
             out = out + self.calendar(x_mark)
         return self.dropout(out)
-
-
-class FeedForward(nn.Module):
-    """``Linear(d -> d_ff, no bias) -> activation -> dropout -> Linear(d_ff -> d, no bias) -> dropout``
-    (the reference's kernel-1 convolutions, as matrix products on ``[B, L, d]``)."""
-
-    def __init__(self, d_model: int, d_ff: int, dropout: float, activation: str):
-        super().__init__()
-        if activation not in ("gelu", "relu"):
-            raise ValueError(f"activation must be 'gelu' or 'relu', got {activation!r}")
-        self.up = nn.Linear(d_model, d_ff, bias=False)
-        self.down = nn.Linear(d_ff, d_model, bias=False)
-        self.activation = F.gelu if activation == "gelu" else F.relu
-        self.dropout = Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down(self.dropout(self.activation(self.up(x)))))
 
 
 class EncoderLayer(nn.Module):

@@ -1,0 +1,116 @@
+"""ETSformer (Woo, Liu, Sahoo, Kumar, Hoi, 2022): exponential-smoothing Transformer.
+
+Each encoder layer removes a season (frequency attention) and a growth (exponential-smoothing
+attention) from its latent sequence and updates a per-channel level; the decoder forecasts
+``level + damped growth + extrapolated season``. Blocks: :mod:`forecast.layers.exponential_smoothing`;
+specification and the official code's conventions: ``reference/models.md`` §3.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from forecast.layers.dropout import Dropout
+from forecast.layers.exponential_smoothing import CausalEmbedding, DampingLayer, FrequencyAttention, GrowthLayer, LevelLayer
+from forecast.layers.feedforward import FeedForward
+
+
+class EncoderLayer(nn.Module):
+    """``(z [B, T, d], level [B, T, C]) -> (z, level, growth [B, T+1, d], season [B, T+H, d])``."""
+
+    def __init__(self, d_model, n_heads, d_ff, c_out, pred_len, k, dropout, activation, growth_conv):
+        super().__init__()
+        self.season = FrequencyAttention(pred_len, k)
+        self.growth = GrowthLayer(d_model, n_heads, dropout)
+        self.level = LevelLayer(d_model, c_out, dropout, growth_conv)
+        self.feed_forward = FeedForward(d_model, d_ff, dropout, activation)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.season_dropout = Dropout(dropout)
+        self.growth_dropout = Dropout(dropout)
+
+    def forward(self, z: torch.Tensor, level: torch.Tensor):
+        length = z.shape[1]
+        season = self.season_dropout(self.season(z))
+        z = z - season[:, :length]
+        growth = self.growth_dropout(self.growth(z))
+        z = self.norm1(z - growth[:, 1:])
+        z = self.norm2(z + self.feed_forward(z))
+        level = self.level(level, growth[:, :-1], season[:, :length])
+        return z, level, growth, season
+
+
+class ETSformer(nn.Module):
+    """``forward(x [B, L, C]) -> [B, H, C]`` (calendar features are not used).
+
+    In training the input window (not the target) is augmented: per-channel scale ``1 + σε``,
+    per-channel shift ``σε`` (one draw per batch, as the reference), jitter ``σε``.
+    ``k`` frequencies per sample and feature make the season (``k = 0``: none).
+    ``growth_conv`` picks the level layer's growth term (see :class:`LevelLayer`): ``paper``
+    (default) or ``official``. ``e_layers`` encoder layers, each with its damping layer in the
+    decoder; one shared output projection. Channel-mixing latent path, per-channel level.
+
+    The smoothing rates (``*.smoother.smoothing``) and damping factors (``*.damping``) form
+    the ``rates`` parameter group (:meth:`param_groups`), for the official schedule
+    (:func:`forecast.schedulers.etsformer_warmup`).
+
+    Official configuration (d_model 512, 8 heads, d_ff 2048, 2 layers, 7 series): 5,279,839
+    parameters.
+    """
+
+    uses_time_features = False
+    channel_independent = False
+
+    def __init__(
+        self,
+        seq_len: int,
+        pred_len: int,
+        enc_in: int,
+        d_model: int = 512,
+        n_heads: int = 8,
+        d_ff: int = 2048,
+        e_layers: int = 2,
+        k: int = 1,
+        dropout: float = 0.2,
+        activation: str = "sigmoid",
+        augment_std: float = 0.2,
+        growth_conv: str = "paper",
+    ):
+        super().__init__()
+        if e_layers < 1:
+            raise ValueError(f"e_layers must be >= 1, got {e_layers}")
+        self.seq_len, self.pred_len, self.augment_std = seq_len, pred_len, augment_std
+        self.embedding = CausalEmbedding(enc_in, d_model, dropout)
+        self.encoder = nn.ModuleList(
+            EncoderLayer(d_model, n_heads, d_ff, enc_in, pred_len, k, dropout, activation, growth_conv) for _ in range(e_layers)
+        )
+        self.damping = nn.ModuleList(DampingLayer(pred_len, n_heads, dropout) for _ in range(e_layers))
+        self.damping_dropout = Dropout(dropout)
+        self.projection = nn.Linear(d_model, enc_in)
+
+    def param_groups(self) -> list[dict]:
+        """``network`` (every other parameter) and ``rates`` (smoothing rates, damping factors)."""
+        rates = {n for n, _ in self.named_parameters() if n.endswith(("smoother.smoothing", "damping"))}
+        return [
+            {"name": "network", "params": [p for n, p in self.named_parameters() if n not in rates]},
+            {"name": "rates", "params": [p for n, p in self.named_parameters() if n in rates]},
+        ]
+
+    @torch.no_grad()
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        sigma, channels = self.augment_std, x.shape[-1]
+        scale = 1 + sigma * torch.randn(channels, device=x.device, dtype=x.dtype)
+        shift = sigma * torch.randn(channels, device=x.device, dtype=x.dtype)
+        return x * scale + shift + sigma * torch.randn_like(x)
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None) -> torch.Tensor:
+        if self.training and self.augment_std > 0:
+            x = self.augment(x)
+        z, level = self.embedding(x), x
+        growth_sum = season_sum = 0
+        for layer, damping in zip(self.encoder, self.damping):
+            z, level, growth, season = layer(z, level)
+            growth_sum = growth_sum + self.damping_dropout(damping(growth[:, -1]))
+            season_sum = season_sum + season[:, -self.pred_len :]
+        return level[:, -1:] + self.projection(growth_sum) + self.projection(season_sum)
