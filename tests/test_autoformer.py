@@ -151,7 +151,7 @@ def test_gradients_reach_every_parameter_and_the_seed_fixes_the_output():
     torch.testing.assert_close(model(x, x_mark, y_mark), model(x, x_mark, y_mark), rtol=0, atol=0)
 
 
-def test_the_decoder_sees_the_horizon_calendar_but_not_future_values():
+def test_the_decoder_uses_the_horizon_calendar():
     model = small(seq_len=32, pred_len=8, enc_in=2).eval()
     x, x_mark, y_mark = torch.randn(1, 32, 2), torch.rand(1, 32, 4), torch.rand(1, 8, 4)
     out = model(x, x_mark, y_mark)
