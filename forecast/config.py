@@ -39,6 +39,14 @@ class ModuleConfig:
 
 
 @dataclass
+class PaperQuirks:
+    """What ``paper_compat`` changes besides the dropped test batch; a model file sets the
+    quirks of its reference code."""
+
+    test_last_epoch: bool = False  # test the last epoch's weights, not the best validation checkpoint
+
+
+@dataclass
 class TrainConfig:
     """Run-level keys of ``conf/train.yaml``."""
 
@@ -55,6 +63,7 @@ class TrainConfig:
     test: bool = True
     ckpt_path: Optional[str] = None
     paper_compat: bool = False
+    paper_quirks: PaperQuirks = field(default_factory=PaperQuirks)
     plot_windows: int = 3
     record: Optional[str] = None
     tags: Dict[str, str] = field(default_factory=dict)

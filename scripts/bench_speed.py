@@ -5,7 +5,8 @@ Each configuration runs in a fresh process (so its peak memory is its own): the 
 are discarded and the next ``--iters`` are timed, each from the batch's start to the end of
 its optimiser step (Lightning's ``on_train_batch_start``/``on_train_batch_end``). Seconds per
 epoch = mean seconds per iteration x training batches per epoch (validation not included).
-Peak memory is the process's maximum resident set size.
+Peak memory is the process's maximum resident set size. For D-PAD the JSON also gives the
+sifting steps per IMF extraction and series (mean, max) over the timed and warm-up steps.
 
     python scripts/bench_speed.py --threads 2 --label fp32 -- experiment=autoformer_etth1_96
     python scripts/bench_speed.py --threads 2 --label bf16 -- experiment=autoformer_etth1_96 +trainer.precision=bf16-mixed
@@ -47,6 +48,7 @@ def measure(overrides: list[str], threads: int, warmup: int, iters: int) -> dict
     datamodule = build_data(cfg)
     module = build_module(cfg, datamodule)
     times: list[float] = []
+    sift: list[torch.Tensor] = []
 
     class Clock(pl.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -56,6 +58,8 @@ def measure(overrides: list[str], threads: int, warmup: int, iters: int) -> dict
             if pl_module.device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.start)
+            for steps in getattr(pl_module.network, "sift_iterations", []):  # D-PAD: steps per IMF and series
+                sift.append(steps.flatten().float().cpu())
 
     fixed = dict(max_steps=warmup + iters, max_epochs=-1, limit_val_batches=0, logger=False, enable_checkpointing=False,
                  enable_progress_bar=False, enable_model_summary=False, callbacks=[Clock()])
@@ -77,6 +81,9 @@ def measure(overrides: list[str], threads: int, warmup: int, iters: int) -> dict
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "parameters": sum(p.numel() for p in module.network.parameters()),
     }
+    if sift:
+        steps = torch.cat(sift)
+        result.update(sift_iterations_mean=round(steps.mean().item(), 3), sift_iterations_max=int(steps.max()))
     if torch.cuda.is_available() and module.device.type == "cuda":
         result["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return result

@@ -94,3 +94,10 @@ def test_every_network_has_a_model_config_and_nothing_else_gets_a_schema():
     from forecast.config import network_classes
 
     assert set(network_classes()) == set(GROUPS["model"])  # sub-blocks (EncoderLayer, …) are not networks
+
+
+@pytest.mark.parametrize("model", GROUPS["model"])
+def test_debug_trainer_caps_the_steps_whatever_the_model_recommends(model, make_config):
+    cfg = make_config(f"model={model}", "trainer=debug")
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    assert trainer.max_steps == 2 and trainer.limit_train_batches == 2

@@ -119,8 +119,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
         best = trainer.checkpoint_callback.best_model_path if fitted and trainer.checkpoint_callback else ""
         metrics: dict[str, float] = {}
         if cfg.test:
-            # the best validation checkpoint after fitting; else the given checkpoint, if any
-            trainer.test(module, datamodule=datamodule, ckpt_path="best" if best else (None if fitted else cfg.ckpt_path))
+            # the best validation checkpoint after fitting (the weights as they stand when
+            # paper_compat reproduces a reference that tested its last epoch); else the given
+            # checkpoint, if any
+            last_epoch = cfg.paper_compat and cfg.paper_quirks.test_last_epoch
+            trainer.test(module, datamodule=datamodule,
+                         ckpt_path=("best" if best and not last_epoch else None) if fitted else cfg.ckpt_path)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             if logger is not None and trainer.is_global_zero:
                 figure = plot_windows(module, datamodule, cfg.plot_windows, tracking.run_name(cfg))
