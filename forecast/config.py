@@ -33,6 +33,7 @@ class ModuleConfig:
     """What the ForecastModule is built with besides the network (Hydra nodes)."""
 
     loss: Any = None
+    eval_loss: Any = None
     optimizer: Any = None
     scheduler: Any = None
     scheduler_interval: str = "epoch"

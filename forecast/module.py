@@ -20,7 +20,8 @@ class ForecastModule(pl.LightningModule):
     ``network(x [B, L, C], x_mark, y_mark) -> [B, H, C_out]``; the last ``c_out`` output
     channels are compared with ``y`` (all channels in M mode, the target in S/MS mode).
     ``optimizer`` and ``scheduler`` are factories (Hydra ``_partial_`` nodes) called with the
-    parameters and the optimiser. ``target_mean``/``target_std``/``mase_scale`` (one value per
+    parameters and the optimiser. ``eval_loss`` (default: ``loss``) is the ``val/loss`` and
+    ``test/loss`` criterion, the one early stopping and checkpoints watch. ``target_mean``/``target_std``/``mase_scale`` (one value per
     target channel) let the metrics report errors on the original scale.
 
     Logged keys: ``train/loss``, ``val/loss``, ``val/mse``…, ``test/mse``, ``test/mae``,
@@ -31,6 +32,7 @@ class ForecastModule(pl.LightningModule):
         self,
         network: nn.Module,
         loss: nn.Module | None = None,
+        eval_loss: nn.Module | None = None,
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
         scheduler_interval: str = "epoch",
@@ -42,6 +44,7 @@ class ForecastModule(pl.LightningModule):
         super().__init__()
         self.network = network
         self.loss = loss if loss is not None else nn.MSELoss()
+        self.eval_loss = eval_loss if eval_loss is not None else self.loss
         self.optimizer_factory = optimizer or (lambda params: torch.optim.Adam(params, lr=1e-4))
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
@@ -66,7 +69,7 @@ class ForecastModule(pl.LightningModule):
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         pred = self(batch["x"], batch["x_mark"], batch["y_mark"])
         target = batch["y"]
-        loss = self.loss(pred, target)
+        loss = (self.loss if stage == "train" else self.eval_loss)(pred, target)
         self.losses[f"{stage}_loss"].update(loss.detach(), weight=target.shape[0])
         if stage in self.metrics:
             self.metrics[stage].update(pred, target)

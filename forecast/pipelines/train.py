@@ -46,6 +46,7 @@ def build_module(cfg: DictConfig, datamodule: ForecastDataModule) -> ForecastMod
     return ForecastModule(
         network,
         loss=instantiate(cfg.module.loss) if cfg.module.loss else None,
+        eval_loss=instantiate(cfg.module.eval_loss) if cfg.module.get("eval_loss") else None,
         optimizer=instantiate(cfg.module.optimizer) if cfg.module.optimizer else None,
         scheduler=instantiate(cfg.module.scheduler) if cfg.module.scheduler else None,
         scheduler_interval=cfg.module.scheduler_interval,
