@@ -1,4 +1,4 @@
-"""Figures: forecast against actual values for a few test windows."""
+"""Figures: forecast against actual values for a few test windows; the decomposition of a series."""
 
 from __future__ import annotations
 
@@ -32,6 +32,32 @@ def forecast_figure(windows: list[dict], channels: list[str], title: str = "") -
             for label in ax.get_xticklabels():
                 label.set_rotation(30)
     axes[0, -1].legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def decomposition_figure(dates, parts: dict[str, np.ndarray], channels: list[str], title: str = "") -> plt.Figure:
+    """A grid of components (rows: observed, trend, seasonal…, residual, in the order given) ×
+    channels (columns) over ``dates``; each part is ``[T, len(channels)]``, NaN where undefined."""
+    names = list(parts)
+    fig, axes = plt.subplots(len(names), len(channels), figsize=(5.0 * len(channels), 1.9 * len(names)),
+                             squeeze=False, sharex=True)
+    for r, name in enumerate(names):
+        for c, channel in enumerate(channels):
+            ax = axes[r, c]
+            ax.plot(dates, parts[name][:, c], color="black" if r == 0 else "tab:blue", lw=0.5)
+            if name.startswith("resid"):
+                ax.axhline(0.0, color="0.7", lw=0.6)
+            if r == 0:
+                ax.set_title(channel, fontsize=10)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+            ax.tick_params(labelsize=7)
+    for ax in axes[-1]:
+        for label in ax.get_xticklabels():
+            label.set_rotation(30)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()

@@ -70,6 +70,8 @@ def run_tags(cfg: DictConfig, lineage: dict) -> dict[str, str]:
         "data_sha256": lineage["sha256"],
         "data_rows": str(lineage["rows"]),
     }
+    if cfg.model.get("refit"):  # estimation protocol of the classical baselines: window or once
+        tags["refit"] = str(cfg.model.refit)
     experiment, command = hydra_choice("experiment"), command_line()
     if experiment:
         tags["experiment"] = experiment

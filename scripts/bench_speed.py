@@ -78,6 +78,7 @@ def measure(overrides: list[str], threads: int, warmup: int, iters: int) -> dict
         "s_per_iter_min": round(min(timed), 4),
         "batches_per_epoch": batches,
         "s_per_epoch": round(per_iter * batches, 1),
+        "samples_per_s": round(cfg.data.batch_size / per_iter, 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
         "parameters": sum(p.numel() for p in module.network.parameters()),
     }

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from forecast.pipelines.train import build_callbacks, build_data, build_module
 from tests.conftest import CONF, ETTH1
 
+CLASSICAL = "forecast.models.classical."  # the parameter-free networks (statsmodels baselines)
 GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("data", "model", "trainer", "schedule", "logger", "experiment")}
 
 
@@ -39,12 +40,16 @@ def test_every_config_composes_and_instantiates(override, make_config, monkeypat
         datamodule = SimpleNamespace(c_out=7, target_scaler=scaler, mase_scale=np.ones(7))
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     module = build_module(cfg, datamodule)
-    assert module.trainable
-    optimizers = module.configure_optimizers()
-    optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
-    group = optimizer.param_groups[0]
-    assert group.get("initial_lr", group["lr"]) == cfg.module.optimizer.lr  # a schedule may start elsewhere
-    assert {type(c).__name__ for c in build_callbacks(cfg, True, logged=True)} == {"EarlyStopping", "ModelCheckpoint", "LearningRateMonitor"}
+    if cfg.model._target_.startswith(CLASSICAL):  # statistical baselines: only tested, nothing to optimise
+        assert not module.trainable and not list(module.network.parameters())
+        assert build_callbacks(cfg, module.trainable, logged=True) == []
+    else:  # every other network is trained
+        assert module.trainable
+        optimizers = module.configure_optimizers()
+        optimizer = optimizers["optimizer"] if isinstance(optimizers, dict) else optimizers
+        group = optimizer.param_groups[0]
+        assert group.get("initial_lr", group["lr"]) == cfg.module.optimizer.lr  # a schedule may start elsewhere
+        assert {type(c).__name__ for c in build_callbacks(cfg, True, logged=True)} == {"EarlyStopping", "ModelCheckpoint", "LearningRateMonitor"}
     if override != "trainer=gpu" or torch.cuda.is_available():  # a GPU trainer cannot be built without one
         trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
         assert trainer.max_epochs == cfg.trainer.max_epochs and trainer.num_devices == cfg.trainer.devices

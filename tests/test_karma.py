@@ -205,8 +205,11 @@ def test_module_validates_on_the_eval_loss():
 
 
 def test_train_py_runs_karma(tmp_path):
-    proc = _train_py(tmp_path, "model=karma", "model.d_model=16", "model.d_state=2", "data.pred_len=24", "hydra.run.dir=out")
+    proc = _train_py(tmp_path, "model=karma", "model.d_model=16", "model.d_state=2", "data.pred_len=24", "hydra.run.dir=out",
+                     f"record={tmp_path / 'bench' / 'accuracy.csv'}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    recorded = (tmp_path / "bench" / "accuracy.csv").read_text().splitlines()[1]
+    assert recorded.startswith('"karma[d_model=16,d_state=2]",etth1,M,96,24,')  # a variant, summarised apart
     _, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
     assert [r.info.run_name for r in runs] == ["karma-etth1-96-24"]
     params = runs[0].data.params

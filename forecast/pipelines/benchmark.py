@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from forecast import tracking
@@ -51,15 +52,32 @@ def published(path: Path, model: str, dataset: str, features: str, seq_len: int,
     return "", ""
 
 
+# network options that change how a run is computed, not what it computes
+NOT_A_VARIANT = {"workers", "progress", "backend"}
+
+
+def model_variant() -> str:
+    """The network options set on the command line, e.g. ``decomposition=atcd`` for
+    ``model.decomposition=atcd`` (empty when the model file and experiment are used as they
+    are; options in ``NOT_A_VARIANT`` do not count)."""
+    if not HydraConfig.initialized():
+        return ""
+    options = [o.lstrip("+~").split(".", 1)[1] for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith("model.")]
+    return ",".join(o for o in options if o.split("=", 1)[0] not in NOT_A_VARIANT)
+
+
 def record_accuracy(cfg: DictConfig, metrics: dict[str, float], epochs: int) -> dict:
-    """Append this run's row to ``cfg.record`` and re-render the README beside it."""
+    """Append this run's row to ``cfg.record`` and re-render the README beside it. A run that
+    changes network options on the command line is recorded as a variant,
+    ``karma[decomposition=atcd]``, so its rows are summarised apart from the paper setting's."""
     path = Path(cfg.record)
     model = tracking.model_name(cfg)
     paper_mse, paper_mae = published(
         path.parent / "published.csv", model, cfg.data.name, cfg.data.features, cfg.data.seq_len, cfg.data.pred_len
     )
+    variant = model_variant()
     row = {
-        "model": model, "dataset": cfg.data.name, "features": cfg.data.features,
+        "model": f"{model}[{variant}]" if variant else model, "dataset": cfg.data.name, "features": cfg.data.features,
         "seq_len": cfg.data.seq_len, "pred_len": cfg.data.pred_len,
         "mse": f"{metrics['test/mse']:.4f}", "mae": f"{metrics['test/mae']:.4f}",
         "paper_mse": paper_mse, "paper_mae": paper_mae,
@@ -70,7 +88,7 @@ def record_accuracy(cfg: DictConfig, metrics: dict[str, float], epochs: int) -> 
     new = not path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=ACCURACY_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=ACCURACY_COLUMNS, lineterminator="\n")
         if new:
             writer.writeheader()
         writer.writerow(row)

@@ -9,15 +9,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from forecast import tracking
 from forecast.data.datamodule import ForecastDataModule
+from forecast.errors import ForecastError
 from forecast.module import ForecastModule
 from forecast.pipelines.benchmark import record_accuracy
-from forecast.plots import forecast_figure
+from forecast.plots import decomposition_figure, forecast_figure
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,12 @@ def build_data(cfg: DictConfig) -> ForecastDataModule:
 
 
 def build_module(cfg: DictConfig, datamodule: ForecastDataModule) -> ForecastModule:
-    network = instantiate(cfg.model)
+    try:
+        network = instantiate(cfg.model)
+    except InstantiationException as error:  # a network's own check: its message, not Hydra's wrapper
+        if isinstance(error.__cause__, ForecastError):
+            raise error.__cause__ from None
+        raise
     return ForecastModule(
         network,
         loss=instantiate(cfg.module.loss) if cfg.module.loss else None,
@@ -67,6 +74,23 @@ def build_callbacks(cfg: DictConfig, trainable: bool, logged: bool) -> list[pl.C
     if not logged:
         useless += (LearningRateMonitor,)
     return [c for c in callbacks if not isinstance(c, useless)]
+
+
+def shown_channels(datamodule: ForecastDataModule) -> list[int]:
+    """Input-channel positions a figure draws: the target and, in M mode, up to two others."""
+    c_out, first = datamodule.c_out, datamodule.enc_in - datamodule.c_out
+    return [first + c for c in sorted({c_out - 1, *range(min(2, c_out - 1))})]
+
+
+def plot_decomposition(network, datamodule: ForecastDataModule, title: str):
+    """Trend/seasonal/residual figure of the training split, for a network that decomposes it
+    (``network.training_decomposition(channels)``, e.g. the classical baselines); else None."""
+    channels = shown_channels(datamodule)
+    parts = network.training_decomposition(channels)
+    if not parts:
+        return None
+    dates = datamodule.table.dates[datamodule.splits["train"].start : datamodule.splits["train"].end]
+    return decomposition_figure(dates, parts, [datamodule.columns[c] for c in channels], f"{title}: training split")
 
 
 def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int, title: str):
@@ -119,6 +143,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if fitted and trainer.checkpoint_callback else ""
         metrics: dict[str, float] = {}
+        if cfg.test and hasattr(module.network, "fit_training"):
+            # networks estimated on the training split outside fit (classical baselines: refit=once,
+            # default periods from the frequency, the scaler for multiplicative models)
+            train = datamodule.splits["train"]
+            module.network.fit_training(datamodule.values[train.start : train.end], freq=datamodule.table.freq,
+                                        scaler=datamodule.scaler)
         if cfg.test:
             # the best validation checkpoint after fitting (the weights as they stand when
             # paper_compat reproduces a reference that tested its last epoch); else the given
@@ -127,10 +157,20 @@ def run(cfg: DictConfig) -> dict[str, float]:
             trainer.test(module, datamodule=datamodule,
                          ckpt_path=("best" if best and not last_epoch else None) if fitted else cfg.ckpt_path)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+            if hasattr(module.network, "diagnostics"):  # e.g. fallbacks and warnings of statsmodels fits
+                extra = {f"test/{k}": float(v) for k, v in module.network.diagnostics().items()}
+                metrics.update(extra)
+                if logger is not None:
+                    logger.log_metrics(extra)
             if logger is not None and trainer.is_global_zero:
                 figure = plot_windows(module, datamodule, cfg.plot_windows, tracking.run_name(cfg))
                 tracking.log_figure(logger, figure, "plots/forecast.png")
                 plt.close(figure)
+                if hasattr(module.network, "training_decomposition"):
+                    figure = plot_decomposition(module.network, datamodule, tracking.run_name(cfg))
+                    if figure is not None:
+                        tracking.log_figure(logger, figure, "plots/decomposition.png")
+                        plt.close(figure)
                 if best:
                     tracking.log_artifact(logger, best, "checkpoints")
         if cfg.record and metrics and trainer.is_global_zero:
