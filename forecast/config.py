@@ -68,6 +68,52 @@ class TrainConfig:
     plot_windows: int = 3
     record: Optional[str] = None
     tags: Dict[str, str] = field(default_factory=dict)
+    log_model: bool = True
+    register: bool = False
+    register_name: Optional[str] = None
+    alias: Optional[str] = None
+
+
+@dataclass
+class PredictData:
+    path: str = MISSING
+
+
+@dataclass
+class PredictConfig:
+    """Keys of ``conf/predict.yaml`` (``python predict.py``)."""
+
+    model_uri: str = MISSING
+    data: PredictData = field(default_factory=PredictData)
+    output: str = "forecast.csv"
+    tracking_uri: Optional[str] = None
+
+
+@dataclass
+class CompareConfig:
+    """Keys of ``conf/compare.yaml`` (``python scripts/compare.py``); ``data`` is the data group."""
+
+    data: Any = MISSING
+    pred_len: Optional[int] = None
+    paper_compat: Optional[bool] = False
+    published: Optional[str] = None
+    out_dir: str = "leaderboard"
+    experiment_name: str = "leaderboard"
+    log: bool = True
+    tracking_uri: Optional[str] = None
+
+
+@dataclass
+class RegisterConfig:
+    """Keys of ``conf/register.yaml`` (``python scripts/register.py``); ``data`` is the data group."""
+
+    data: Any = None
+    run_id: Optional[str] = None
+    best: Optional[str] = None
+    pred_len: Optional[int] = None
+    name: Optional[str] = None
+    alias: Optional[str] = "champion"
+    tracking_uri: Optional[str] = None
 
 
 def _field_type(annotation: Any) -> Any:
@@ -131,6 +177,9 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="compare_schema", node=CompareConfig)
+    cs.store(name="register_schema", node=RegisterConfig)
     cs.store(group="schema/data", name="default", node=signature_schema(ForecastDataModule))
     cs.store(group="schema/trainer", name="default", node=signature_schema(Trainer, exclude=("callbacks", "logger")))
     cs.store(group="schema/logger", name="mlflow", node=signature_schema(MLFlowLogger))

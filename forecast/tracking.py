@@ -1,21 +1,34 @@
 """MLflow: run names, tags, the resolved config, figures and checkpoints of a run.
 
 Metrics go through Lightning's ``MLFlowLogger``; this module adds what a run needs to be found
-and reproduced: its name ``<model>-<dataset>-<seq_len>-<pred_len>``, searchable tags, the
-flattened resolved config as params and as a YAML artifact, the forecast figure and the best
-checkpoint. Only rank 0 writes.
+and reproduced: its name ``<model>-<dataset>-<seq_len>-<pred_len>``, searchable tags (the same
+keys on every run, deep or classical), the flattened resolved config as params and as a YAML
+artifact, the training data as an MLflow dataset input, the forecast figure, the best
+checkpoint, and the pyfunc model (``forecast.serving``) with its registry entry. The jobs of a
+Hydra multirun become child runs of one parent run per sweep. Only rank 0 writes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import subprocess
+import sys
+import uuid
+import warnings
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
+
+SWEEP_ENV = "FORECAST_SWEEP_ID"      # set by SweepCallback for the jobs of one multirun
+SWEEP_NAME_ENV = "FORECAST_SWEEP_NAME"
 
 
 def hydra_choice(group: str) -> str | None:
@@ -70,13 +83,12 @@ def run_tags(cfg: DictConfig, lineage: dict) -> dict[str, str]:
         "data_sha256": lineage["sha256"],
         "data_rows": str(lineage["rows"]),
     }
-    if cfg.model.get("refit"):  # estimation protocol of the classical baselines: window or once
-        tags["refit"] = str(cfg.model.refit)
-    experiment, command = hydra_choice("experiment"), command_line()
-    if experiment:
-        tags["experiment"] = experiment
-    if command:
-        tags["command"] = command
+    # every run carries every key, so the UI's columns and Compare view line all models up:
+    # "none" where a key does not apply (refit: the estimation protocol of the classical
+    # baselines, window or once; experiment: a paper setting of conf/experiment)
+    tags["refit"] = str(cfg.model.get("refit") or "none")
+    tags["experiment"] = hydra_choice("experiment") or "none"
+    tags["command"] = command_line()
     tags.update({str(k): str(v) for k, v in cfg.tags.items()})
     return tags
 
@@ -97,10 +109,76 @@ def flatten(cfg: DictConfig) -> dict[str, object]:
 
 
 def create_logger(cfg: DictConfig, lineage: dict) -> MLFlowLogger | None:
-    """The configured logger with this run's name and tags; ``None`` for ``logger=none``."""
+    """The configured logger with this run's name and tags; ``None`` for ``logger=none``. A job
+    of a Hydra multirun is created as a child of its sweep's parent run."""
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return None
-    return instantiate(cfg.logger, run_name=run_name(cfg), tags=run_tags(cfg, lineage))
+    tags = run_tags(cfg, lineage)
+    sweep = sweep_id()
+    if sweep and rank_zero_only.rank == 0:
+        tags["mlflow.parentRunId"] = sweep_parent(str(cfg.logger.tracking_uri), str(cfg.logger.experiment_name), sweep)
+    return instantiate(cfg.logger, run_name=run_name(cfg), tags=tags)
+
+
+# ------------------------------------------------------------------ multirun sweeps
+def sweep_id() -> str | None:
+    """The id of the Hydra multirun this job belongs to (None outside a multirun): the one
+    :class:`SweepCallback` set, else a digest of the sweep folder."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return os.environ.get(SWEEP_ENV) or hashlib.sha1(str(Path(HydraConfig.get().sweep.dir).resolve()).encode()).hexdigest()[:16]
+
+
+def sweep_parent(tracking_uri: str, experiment_name: str, sweep: str) -> str:
+    """The run id of the sweep's parent run in this experiment, created by the first job.
+
+    Found by its ``sweep`` tag, so jobs in several processes (a parallel launcher) share it; a
+    sweep over datasets gets one parent per dataset experiment (MLflow nests runs only within
+    an experiment)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+    found = client.search_runs([experiment_id], filter_string=f"tags.sweep = '{sweep}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    commit, dirty = git_commit()
+    hc = HydraConfig.get() if HydraConfig.initialized() else None
+    name = os.environ.get(SWEEP_NAME_ENV) or f"sweep {Path(hc.sweep.dir).as_posix() if hc else sweep}"
+    tags = {"sweep": sweep, "kind": "sweep", "git_commit": commit, "git_dirty": str(dirty).lower(),
+            "command": " ".join(["python", Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "mlflow.runName": name}
+    if hc:
+        tags["sweep_dir"] = str(hc.sweep.dir)
+    return client.create_run(experiment_id, tags=tags).info.run_id
+
+
+class SweepCallback(Callback):
+    """Hydra callback (``hydra.callbacks`` in ``conf/train.yaml``): gives a multirun one sweep
+    id and name for its jobs, and marks the parent runs finished when every job has returned."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        os.environ[SWEEP_ENV] = uuid.uuid4().hex[:16]
+        overrides = list(config.hydra.overrides.task) if "hydra" in config else []
+        os.environ[SWEEP_NAME_ENV] = "sweep " + " ".join(overrides) if overrides else "sweep"
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep = os.environ.pop(SWEEP_ENV, None)
+        os.environ.pop(SWEEP_NAME_ENV, None)
+        logger = config.get("logger")
+        if not sweep or not logger or "tracking_uri" not in logger:
+            return
+        from mlflow import MlflowClient
+
+        client = MlflowClient(str(logger.tracking_uri))
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        for parent in client.search_runs(experiments, filter_string=f"tags.sweep = '{sweep}'"):
+            children = client.search_runs([parent.info.experiment_id],
+                                          filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+            client.set_tag(parent.info.run_id, "jobs", str(len(children)))
+            failed = any(c.info.status == "FAILED" for c in children)
+            client.set_terminated(parent.info.run_id, "FAILED" if failed else "FINISHED")
 
 
 @rank_zero_only
@@ -110,6 +188,52 @@ def log_config(logger: MLFlowLogger, cfg: DictConfig, lineage: dict) -> None:
     logger.log_hyperparams(flatten(cfg))
     logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     logger.experiment.log_dict(logger.run_id, lineage, "data.json")
+
+
+@rank_zero_only
+def log_dataset(logger: MLFlowLogger, datamodule, lineage: dict) -> None:
+    """The training file as an MLflow dataset input (the UI's Dataset column and lineage):
+    name, source path, digest (the first 32 hex digits of the file's SHA-256; MLflow keeps 36),
+    schema and row count, with the split borders and window counts as input tags."""
+    import mlflow.data
+    import pandas as pd
+    from mlflow.entities import DatasetInput, InputTag
+
+    table = datamodule.table
+    frame = pd.DataFrame(table.values, columns=table.columns)
+    frame.insert(0, datamodule.date_col, table.dates)
+    with warnings.catch_warnings():  # a local path matches MLflow's local-artifact source twice; either is right
+        warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+        dataset = mlflow.data.from_pandas(frame, source=str(Path(lineage["path"]).resolve()), name=lineage["name"],
+                                          targets=table.target, digest=lineage["sha256"][:32])
+    tags = {"mlflow.data.context": "training", **{k: str(v) for k, v in lineage.items() if k.endswith(("_rows", "_windows"))},
+            "freq": lineage["freq"], "features": str(datamodule.features), "sha256": lineage["sha256"]}
+    logger.experiment.log_inputs(logger.run_id, datasets=[
+        DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(k, v) for k, v in tags.items()])])
+
+
+# The experiment view the UI opens with ?viewStateShareKey=forecast-compare: the runs sorted by
+# test/mse with the comparison columns shown. It is stored as an experiment tag in the format of
+# the MLflow 3 UI's shared views (an envelope whose `state` holds the view state); a UI that reads
+# it differently shows its default table and a notice, nothing else.
+VIEW_KEY = "forecast-compare"
+VIEW_COLUMNS = ["attributes.`Dataset`", "attributes.`Models`", "metrics.`test/mse`", "metrics.`test/mae`",
+                "tags.`model`", "tags.`horizon`", "tags.`seq_len`", "tags.`features`",
+                "tags.`seed`", "tags.`paper_compat`", "tags.`refit`", "tags.`git_commit`"]
+
+
+def comparison_view_url(tracking_uri: str, experiment_id: str) -> str:
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={VIEW_KEY}"
+
+
+@rank_zero_only
+def log_comparison_view(logger: MLFlowLogger) -> None:
+    """Store the comparison view on the run's experiment (once; idempotent)."""
+    state = {"orderByKey": "metrics.`test/mse`", "orderByAsc": True, "selectedColumns": VIEW_COLUMNS}
+    value = json.dumps({"name": "forecast: compare models", "createdAt": 0, "updatedAt": 0, "state": json.dumps(state)})
+    client, key = logger.experiment, f"mlflow.sharedViewState.{VIEW_KEY}"
+    if client.get_experiment(logger.experiment_id).tags.get(key) != value:
+        client.set_experiment_tag(logger.experiment_id, key, value)
 
 
 @rank_zero_only
@@ -124,4 +248,61 @@ def log_artifact(logger: MLFlowLogger, path: str | Path, artifact_path: str) -> 
 
 @rank_zero_only
 def mark_failed(logger: MLFlowLogger) -> None:
+    """The run, and the parent run of its sweep (a failed job ends a Hydra multirun), FAILED."""
     logger.experiment.set_terminated(logger.run_id, "FAILED")
+    parent = (logger.tags or {}).get("mlflow.parentRunId")
+    if parent:
+        logger.experiment.set_terminated(parent, "FAILED")
+
+
+# ------------------------------------------------------------------ model and registry
+def registered_name(cfg: DictConfig) -> str:
+    """The registry name of a run's model: ``cfg.register_name`` or ``<dataset>-<model>``."""
+    return str(cfg.get("register_name") or f"{cfg.data.name}-{model_name(cfg)}")
+
+
+@rank_zero_only
+def log_model(logger: MLFlowLogger, cfg: DictConfig, module, datamodule, lineage: dict) -> dict:
+    """Log the run's pyfunc model (weights, resolved config, fitted scaler, signature, input
+    example) and, with ``cfg.register``, register it under :func:`registered_name`, pointing
+    ``cfg.alias`` (e.g. ``champion``) at the new version. Returns ``{"model_uri", "name",
+    "version"}`` (the last two only when registered)."""
+    import mlflow
+
+    from forecast import serving
+
+    client = logger.experiment  # also points the fluent API at the logger's tracking URI
+    tags = {k: str(logger.tags[k]) for k in COMPARISON_TAGS if k in (logger.tags or {})}
+    # the fluent API refuses to resume a run of another experiment than its active one (left
+    # over from earlier work in the same process): make the run's experiment the active one
+    mlflow.set_experiment(experiment_id=logger.experiment_id)
+    with mlflow.start_run(run_id=logger.run_id):
+        info = serving.log_model(cfg, module, datamodule, lineage, tags=tags)
+    out = {"model_uri": info.model_uri}
+    client.set_tag(logger.run_id, "model_uri", info.model_uri)
+    if cfg.get("register"):
+        version = register(client, logger.run_id, info.model_uri, registered_name(cfg), cfg.get("alias"))
+        out.update(name=version.name, version=version.version)
+    return out
+
+
+def register(client, run_id: str, model_uri: str, name: str, alias: str | None = None):
+    """Register ``model_uri`` (the model of run ``run_id``) as a new version of ``name``, tagged
+    with the run's comparison tags and test metrics; point ``alias`` at it. Returns the version."""
+    import mlflow
+
+    run = client.get_run(run_id)
+    tags = {k: run.data.tags[k] for k in COMPARISON_TAGS if k in run.data.tags}
+    tags.update({k.replace("/", "_"): f"{v:.6g}" for k, v in run.data.metrics.items() if k in ("test/mse", "test/mae")})
+    tags["run_id"] = run_id
+    mlflow.set_tracking_uri(client.tracking_uri)
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    client.set_tag(run_id, "registered_model", f"{name}/{version.version}" + (f"@{alias}" if alias else ""))
+    return version
+
+
+# the tags every run carries (besides "command" and MLflow's own), in the order of the UI columns
+COMPARISON_TAGS = ("model", "dataset", "features", "seq_len", "horizon", "seed", "paper_compat", "refit",
+                   "experiment", "git_commit", "data_sha256", "data_rows")

@@ -118,7 +118,11 @@ def test_train_py_multirun_sweep(tmp_path):
     proc = _train_py(tmp_path, "-m", "data.pred_len=12,24", "hydra.sweep.dir=sweep")
     assert proc.returncode == 0, proc.stderr[-3000:]
     _, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
-    assert sorted(r.info.run_name for r in runs) == ["dlinear-etth1-96-12", "dlinear-etth1-96-24"]
+    (parent,) = [r for r in runs if r.data.tags.get("kind") == "sweep"]  # one parent run per sweep
+    jobs = [r for r in runs if r is not parent]
+    assert sorted(r.info.run_name for r in jobs) == ["dlinear-etth1-96-12", "dlinear-etth1-96-24"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED" and parent.data.tags["jobs"] == "2"
 
 
 def test_train_py_bad_data_fails_cleanly(tmp_path):

@@ -136,6 +136,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
     if logger is not None:
         tracking.log_config(logger, cfg, lineage)
+        tracking.log_dataset(logger, datamodule, lineage)
+        tracking.log_comparison_view(logger)
 
     try:
         fitted = bool(cfg.train and module.trainable)
@@ -173,11 +175,16 @@ def run(cfg: DictConfig) -> dict[str, float]:
                         plt.close(figure)
                 if best:
                     tracking.log_artifact(logger, best, "checkpoints")
+                if cfg.log_model or cfg.register:  # the tested weights, config and scaler as a servable pyfunc
+                    logged = tracking.log_model(logger, cfg, module, datamodule, lineage)
+                    log.info("MLflow model %s%s", logged["model_uri"],
+                             f" registered as {logged['name']} version {logged['version']}" if "name" in logged else "")
         if cfg.record and metrics and trainer.is_global_zero:
             record_accuracy(cfg, metrics, epochs=trainer.current_epoch if fitted else 0)
         if logger is not None and trainer.is_global_zero:
             uri = str(cfg.logger.tracking_uri)
-            where = uri if uri.startswith("http") else f"`mlflow ui --backend-store-uri {uri}`"
+            where = tracking.comparison_view_url(uri, logger.experiment_id) if uri.startswith("http") \
+                else f"`mlflow ui --backend-store-uri {uri}`"
             log.info("MLflow run '%s' (%s) in experiment '%s'; browse it at %s",
                      tracking.run_name(cfg), logger.run_id, cfg.logger.experiment_name, where)
         if best:

@@ -1,0 +1,129 @@
+"""The leaderboard: the best MLflow run per model and horizon of one dataset.
+
+Runs are found by their tags (``dataset``, ``features``, ``paper_compat``, ``horizon``: the
+tags every training run carries), so runs in any experiment count; only finished runs with a
+``test/mse`` do. Each cell (model × horizon) keeps its run with the lowest ``test/mse``; the
+published value of the same model, dataset, features, look-back and horizon comes from
+``benchmarks/published.csv`` when there is one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from forecast.pipelines.benchmark import published
+
+COLUMNS = ["horizon", "rank", "model", "seq_len", "mse", "mae", "paper_mse", "paper_mae", "delta_mse", "run_id",
+           "run_name", "experiment_id", "runs"]
+
+
+def search(client, dataset: str, features: str = "M", pred_len: int | None = None,
+           paper_compat: bool | None = False) -> pd.DataFrame:
+    """Every finished run of ``dataset`` with a ``test/mse``, best first (one row per run)."""
+    filters = ["attributes.status = 'FINISHED'", f"tags.dataset = '{dataset}'", f"tags.features = '{features}'"]
+    if pred_len is not None:
+        filters.append(f"tags.horizon = '{int(pred_len)}'")
+    if paper_compat is not None:
+        filters.append(f"tags.paper_compat = '{str(bool(paper_compat)).lower()}'")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    rows, token = [], None
+    while experiments:
+        page = client.search_runs(experiments, filter_string=" and ".join(filters), order_by=["metrics.`test/mse` ASC"],
+                                  max_results=1000, page_token=token)
+        for run in page:
+            metrics, tags = run.data.metrics, run.data.tags
+            if "test/mse" not in metrics or not np.isfinite(metrics["test/mse"]):
+                continue
+            rows.append({
+                "model": tags.get("model", ""), "horizon": int(tags["horizon"]), "seq_len": int(tags.get("seq_len", 0)),
+                "mse": metrics["test/mse"], "mae": metrics.get("test/mae", np.nan), "run_id": run.info.run_id,
+                "run_name": run.info.run_name, "experiment_id": run.info.experiment_id, "start_time": run.info.start_time,
+            })
+        token = page.token
+        if not token:
+            break
+    return pd.DataFrame(rows, columns=["model", "horizon", "seq_len", "mse", "mae", "run_id", "run_name", "experiment_id",
+                                       "start_time"])
+
+
+def best_per_cell(runs: pd.DataFrame, dataset: str, features: str = "M", published_csv: Path | None = None) -> pd.DataFrame:
+    """One row per (horizon, model): the run with the lowest MSE (the earliest on a tie), ranked
+    within its horizon, beside the published value where one exists."""
+    if runs.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    counts = runs.groupby(["horizon", "model"]).size().rename("runs")
+    ordered = runs.sort_values(["horizon", "mse", "start_time"], kind="stable")
+    best = ordered.groupby(["horizon", "model"], sort=False).head(1).join(counts, on=["horizon", "model"])
+    best["rank"] = best.groupby("horizon").cumcount() + 1
+    papers = [published(published_csv, m, dataset, features, s, h) if published_csv else ("", "")
+              for m, s, h in zip(best["model"], best["seq_len"], best["horizon"])]
+    best["paper_mse"] = [float(p[0]) if p[0] else np.nan for p in papers]
+    best["paper_mae"] = [float(p[1]) if p[1] else np.nan for p in papers]
+    best["delta_mse"] = best["mse"] / best["paper_mse"] - 1
+    return best[COLUMNS].reset_index(drop=True)
+
+
+def _number(value: float, digits: int = 4) -> str:
+    return "" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def to_markdown(table: pd.DataFrame, title: str) -> str:
+    """The MSE grid (model × horizon, best run per cell) and the ranked rows under it."""
+    lines = [f"# {title}", ""]
+    if table.empty:
+        return "\n".join(lines + ["No finished run with a `test/mse` matches.", ""])
+    horizons = sorted(table["horizon"].unique())
+    models = table.sort_values(["horizon", "rank"]).drop_duplicates("model")["model"].tolist()
+    cell = {(r.model, r.horizon): r for r in table.itertuples()}
+    lines += ["Test MSE / MAE (z-scored, every test window) of the best run per cell; published in brackets.", "",
+              "| model | " + " | ".join(f"H={h}" for h in horizons) + " |", "|---|" + "---|" * len(horizons)]
+    for model in models:
+        cells = []
+        for h in horizons:
+            r = cell.get((model, h))
+            if r is None:
+                cells.append("")
+                continue
+            paper = f" ({_number(r.paper_mse, 3)} / {_number(r.paper_mae, 3)})" if not pd.isna(r.paper_mse) else ""
+            cells.append(f"{_number(r.mse)} / {_number(r.mae)}{paper}")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    lines += ["", "| horizon | rank | model | seq_len | mse | mae | published mse | published mae | Δ mse | runs | run id |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        delta = "" if pd.isna(r.delta_mse) else f"{r.delta_mse * 100:+.1f}%"
+        lines.append(f"| {r.horizon} | {r.rank} | {r.model} | {r.seq_len} | {_number(r.mse)} | {_number(r.mae)} | "
+                     f"{_number(r.paper_mse, 3)} | {_number(r.paper_mae, 3)} | {delta} | {r.runs} | `{r.run_id}` |")
+    return "\n".join(lines + [""])
+
+
+def figure(table: pd.DataFrame, title: str):
+    """Grouped bars of the best test MSE per model for each horizon; published values as ticks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    horizons = sorted(table["horizon"].unique()) if not table.empty else []
+    models = table.sort_values(["horizon", "rank"]).drop_duplicates("model")["model"].tolist() if not table.empty else []
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 0.5 * len(models) * max(len(horizons), 1)), 3.6))
+    width = 0.8 / max(len(models), 1)
+    for i, model in enumerate(models):
+        rows = table[table["model"] == model].set_index("horizon")
+        xs = [j + (i - (len(models) - 1) / 2) * width for j, h in enumerate(horizons) if h in rows.index]
+        ys = [rows.loc[h, "mse"] for h in horizons if h in rows.index]
+        ax.bar(xs, ys, width=width * 0.95, label=model)
+        papers = [rows.loc[h, "paper_mse"] for h in horizons if h in rows.index]
+        ax.scatter(xs, papers, marker="_", s=200, color="black", zorder=3,
+                   label="published" if i == 0 else None)
+    ax.set_xticks(range(len(horizons)), [f"H={h}" for h in horizons])
+    ax.set_ylabel("test MSE (z-scored)")
+    ax.set_title(title, fontsize=11)
+    if models:
+        ax.legend(fontsize=7, ncol=min(len(models) + 1, 4), loc="upper left")
+    ax.grid(axis="y", color="0.9")
+    ax.set_axisbelow(True)
+    fig.tight_layout()
+    return fig
