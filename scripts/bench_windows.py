@@ -31,7 +31,6 @@ def _rss_mb() -> float:
 
 
 def measure(variant: str, path: str, seq_len: int, pred_len: int, batch_size: int) -> dict:
-    import numpy as np
     import torch
     from torch.utils.data import DataLoader, Dataset
 

@@ -1,6 +1,5 @@
 """Small networks for tests of the training system."""
 
-import torch
 from torch import nn
 
 
