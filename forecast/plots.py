@@ -9,6 +9,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def shown_channels(count: int) -> list[int]:
+    """Positions, among ``count`` forecast channels (the target last), that a figure draws: the
+    target and, when there are others (M mode), up to two of them."""
+    return sorted({count - 1, *range(min(2, count - 1))})
+
+
 def forecast_figure(windows: list[dict], channels: list[str], title: str = "") -> plt.Figure:
     """A grid of windows (rows) × channels (columns).
 

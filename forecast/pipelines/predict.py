@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from forecast import plots  # noqa: F401  (sets the Agg backend before pyplot is used)
+from forecast import plots  # also sets the Agg backend before pyplot is used
 from forecast.data.sources import load_table
 from forecast.errors import ConfigError
 from forecast.serving import ForecastModel
@@ -62,7 +62,7 @@ def output_path(output: str) -> Path:
 def prediction_figure(history: pd.DataFrame, forecast: pd.DataFrame, date_col: str, title: str):
     """History (grey) and forecast (blue) of the target and, in M mode, up to two more channels."""
     channels = list(forecast.columns.drop(date_col))
-    shown = sorted({len(channels) - 1, *range(min(2, len(channels) - 1))})
+    shown = plots.shown_channels(len(channels))
     fig, axes = plt.subplots(1, len(shown), figsize=(4.8 * len(shown), 2.8), squeeze=False)
     for ax, c in zip(axes[0], shown):
         name = channels[c]

@@ -19,7 +19,7 @@ from forecast.data.datamodule import ForecastDataModule
 from forecast.errors import ForecastError
 from forecast.module import ForecastModule
 from forecast.pipelines.benchmark import record_accuracy
-from forecast.plots import decomposition_figure, forecast_figure
+from forecast.plots import decomposition_figure, forecast_figure, shown_channels
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +76,11 @@ def build_callbacks(cfg: DictConfig, trainable: bool, logged: bool) -> list[pl.C
     return [c for c in callbacks if not isinstance(c, useless)]
 
 
-def shown_channels(datamodule: ForecastDataModule) -> list[int]:
-    """Input-channel positions a figure draws: the target and, in M mode, up to two others."""
-    c_out, first = datamodule.c_out, datamodule.enc_in - datamodule.c_out
-    return [first + c for c in sorted({c_out - 1, *range(min(2, c_out - 1))})]
-
-
 def plot_decomposition(network, datamodule: ForecastDataModule, title: str):
     """Trend/seasonal/residual figure of the training split, for a network that decomposes it
     (``network.training_decomposition(channels)``, e.g. the classical baselines); else None."""
-    channels = shown_channels(datamodule)
+    first = datamodule.enc_in - datamodule.c_out  # input position of the first target channel
+    channels = [first + c for c in shown_channels(datamodule.c_out)]
     parts = network.training_decomposition(channels)
     if not parts:
         return None
@@ -103,7 +98,7 @@ def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int,
     with torch.no_grad():
         pred = module(*(batch[k].to(module.device) for k in ("x", "x_mark", "y_mark"))).cpu()
     c_out = datamodule.c_out
-    shown = sorted({c_out - 1, *range(min(2, c_out - 1))})  # channel positions within the target block
+    shown = shown_channels(c_out)  # channel positions within the target block
     names = datamodule.columns[datamodule.enc_in - c_out :]
     # enough history for context without squeezing the horizon into a corner of the panel
     keep = min(datamodule.seq_len, max(2 * datamodule.pred_len, 96))
@@ -145,13 +140,13 @@ def run(cfg: DictConfig) -> dict[str, float]:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if fitted and trainer.checkpoint_callback else ""
         metrics: dict[str, float] = {}
-        if cfg.test and hasattr(module.network, "fit_training"):
-            # networks estimated on the training split outside fit (classical baselines: refit=once,
-            # default periods from the frequency, the scaler for multiplicative models)
-            train = datamodule.splits["train"]
-            module.network.fit_training(datamodule.values[train.start : train.end], freq=datamodule.table.freq,
-                                        scaler=datamodule.scaler)
         if cfg.test:
+            if hasattr(module.network, "fit_training"):
+                # networks estimated on the training split outside fit (classical baselines: refit=once,
+                # default periods from the frequency, the scaler for multiplicative models)
+                train = datamodule.splits["train"]
+                module.network.fit_training(datamodule.values[train.start : train.end], freq=datamodule.table.freq,
+                                            scaler=datamodule.scaler)
             # the best validation checkpoint after fitting (the weights as they stand when
             # paper_compat reproduces a reference that tested its last epoch); else the given
             # checkpoint, if any
