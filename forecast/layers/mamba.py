@@ -23,6 +23,7 @@ steps they replace; the chunked scan keeps the work linear and the memory bounde
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 
@@ -132,8 +133,10 @@ def sequential_scan(x, delta, A, B, C, D=None):
     return y if D is None else y + x * D
 
 
+@functools.cache
 def _cuda_scan():
-    """``mamba_ssm``'s CUDA selective scan, or None when the package is not installed."""
+    """``mamba_ssm``'s CUDA selective scan, or None when the package is not installed (looked
+    up once: a failed import is not cached by Python and would search the path on every call)."""
     try:
         return importlib.import_module("mamba_ssm.ops.selective_scan_interface").selective_scan_fn
     except ImportError:
