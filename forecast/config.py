@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -63,6 +63,7 @@ class TrainConfig:
     train: bool = True
     test: bool = True
     ckpt_path: Optional[str] = None
+    init_from: Optional[str] = None
     paper_compat: bool = False
     paper_quirks: PaperQuirks = field(default_factory=PaperQuirks)
     plot_windows: int = 3
@@ -93,7 +94,9 @@ class PredictConfig:
 class CompareConfig:
     """Keys of ``conf/compare.yaml`` (``python scripts/compare.py``); ``data`` is the data group."""
 
-    data: Any = MISSING
+    data: Any = None
+    history: Optional[str] = None
+    retrain_experiment: str = "retrain"
     pred_len: Optional[int] = None
     paper_compat: Optional[bool] = False
     published: Optional[str] = None
@@ -114,6 +117,49 @@ class RegisterConfig:
     name: Optional[str] = None
     alias: Optional[str] = "champion"
     tracking_uri: Optional[str] = None
+
+
+@dataclass
+class RetrainConfig:
+    """Keys of ``conf/retrain.yaml`` (``python scripts/retrain.py``)."""
+
+    name: str = MISSING
+    source: str = MISSING
+    pattern: str = "*"
+    train: List[str] = field(default_factory=list)
+    use_champion_config: bool = True
+    overrides: List[str] = field(default_factory=list)
+    warm_start: bool = False
+    eval_windows: int = 4
+    split_sizes: List[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    metric: str = "mse"
+    min_improvement: float = 0.0
+    alias: str = "champion"
+    force: bool = False
+    work_dir: str = MISSING
+    experiment_name: str = "retrain"
+    tracking_uri: Optional[str] = None
+
+
+@dataclass
+class ScheduleJob:
+    """One scheduled job: when (``cron`` or every ``interval_seconds``) and what (``retrain``
+    arguments, or any ``command``)."""
+
+    cron: Optional[str] = None
+    interval_seconds: Optional[float] = None
+    retrain: List[str] = field(default_factory=list)
+    command: List[str] = field(default_factory=list)
+
+
+@dataclass
+class ScheduleConfig:
+    """Keys of ``conf/retrain_schedule.yaml`` (``python scripts/schedule.py``)."""
+
+    jobs: Dict[str, Any] = field(default_factory=dict)  # each checked against ScheduleJob when scheduled (Hydra cannot add typed entries from the command line)
+    timezone: Optional[str] = None
+    max_runs: Optional[int] = None
+    log_dir: str = "retrain/logs"
 
 
 def _field_type(annotation: Any) -> Any:
@@ -180,6 +226,8 @@ def register_configs() -> None:
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="compare_schema", node=CompareConfig)
     cs.store(name="register_schema", node=RegisterConfig)
+    cs.store(name="retrain_schema", node=RetrainConfig)
+    cs.store(name="retrain_schedule_schema", node=ScheduleConfig)
     cs.store(group="schema/data", name="default", node=signature_schema(ForecastDataModule))
     cs.store(group="schema/trainer", name="default", node=signature_schema(Trainer, exclude=("callbacks", "logger")))
     cs.store(group="schema/logger", name="mlflow", node=signature_schema(MLFlowLogger))
@@ -187,3 +235,16 @@ def register_configs() -> None:
         cs.store(group="schema/model", name=name, node=signature_schema(cls))
     if not OmegaConf.has_resolver("stem"):
         OmegaConf.register_new_resolver("stem", lambda path: Path(str(path)).stem)
+    if not OmegaConf.has_resolver("mixed_precision"):
+        OmegaConf.register_new_resolver("mixed_precision", mixed_precision)
+
+
+def mixed_precision() -> str:
+    """``${mixed_precision:}`` (``conf/trainer/gpu.yaml``): ``bf16-mixed`` where bf16 is native
+    (CUDA compute capability 8.0 and up; on a machine without CUDA, CPU autocast), else
+    ``32-true``: fp16 autocast would need loss scaling and is not validated for these models."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 0):
+        return "32-true"
+    return "bf16-mixed"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from forecast.layers.precision import full_precision
+
 
 class TimeFrequencyLoss(nn.Module):
     """``(1 - w) · MSE(ŷ, y) + w · mean |rFFT_t(ŷ) - rFFT_t(y)|``: the squared error in time plus
@@ -18,8 +20,10 @@ class TimeFrequencyLoss(nn.Module):
         self.frequency_weight = frequency_weight
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        time_term = (pred - target).square().mean()
-        if self.frequency_weight == 0:
-            return time_term
-        spectrum = torch.fft.rfft(pred.float() - target.float(), dim=1)  # linear: rFFT(ŷ) - rFFT(y)
-        return (1 - self.frequency_weight) * time_term + self.frequency_weight * spectrum.abs().mean()
+        with full_precision(pred):  # fp32 under autocast too
+            error = pred.float() - target.float()
+            time_term = error.square().mean()
+            if self.frequency_weight == 0:
+                return time_term
+            spectrum = torch.fft.rfft(error, dim=1)  # linear: rFFT(ŷ) - rFFT(y)
+            return (1 - self.frequency_weight) * time_term + self.frequency_weight * spectrum.abs().mean()

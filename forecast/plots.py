@@ -20,6 +20,7 @@ def forecast_figure(windows: list[dict], channels: list[str], title: str = "") -
 
     Each window is a dict of ``history_dates``, ``history [L, C]``, ``dates``, ``actual [H, C]``,
     ``forecast [H, C]``, on the original scale; ``channels`` names the ``C`` columns drawn.
+    ``forecast`` may be a dict ``{label: [H, C]}`` to draw several models' forecasts.
     """
     n_rows, n_cols = len(windows), len(channels)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.5 * n_cols, 2.6 * n_rows), squeeze=False, sharex="row")
@@ -28,7 +29,9 @@ def forecast_figure(windows: list[dict], channels: list[str], title: str = "") -
             ax = axes[r, c]
             ax.plot(window["history_dates"], window["history"][:, c], color="0.55", lw=1.0, label="history")
             ax.plot(window["dates"], window["actual"][:, c], color="black", lw=1.2, label="actual")
-            ax.plot(window["dates"], window["forecast"][:, c], color="tab:blue", lw=1.4, label="forecast")
+            forecasts = window["forecast"] if isinstance(window["forecast"], dict) else {"forecast": window["forecast"]}
+            for (label, forecast), color in zip(forecasts.items(), ("tab:blue", "tab:orange", "tab:green")):
+                ax.plot(window["dates"], forecast[:, c], color=color, lw=1.4, label=label)
             ax.axvline(window["dates"][0], color="0.8", lw=0.8, ls="--")
             if r == 0:
                 ax.set_title(name, fontsize=10)

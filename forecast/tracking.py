@@ -115,7 +115,7 @@ def create_logger(cfg: DictConfig, lineage: dict) -> MLFlowLogger | None:
         return None
     tags = run_tags(cfg, lineage)
     sweep = sweep_id()
-    if sweep and rank_zero_only.rank == 0:
+    if sweep and rank_zero_only.rank == 0 and "mlflow.parentRunId" not in tags:  # an explicit parent (a retrain) wins
         tags["mlflow.parentRunId"] = sweep_parent(str(cfg.logger.tracking_uri), str(cfg.logger.experiment_name), sweep)
     return instantiate(cfg.logger, run_name=run_name(cfg), tags=tags)
 

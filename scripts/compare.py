@@ -1,19 +1,49 @@
-"""The leaderboard of a dataset from MLflow: ``python scripts/compare.py data=etth1 [pred_len=96]``.
+"""The leaderboard of a dataset from MLflow: ``python scripts/compare.py data=etth1 [pred_len=96]``;
+the retrain history of a registered model: ``python scripts/compare.py history=etth1-dlinear``.
 
 Prints the best run per model and horizon by ``test/mse`` (with MAE, the published value where
 one exists, and run ids), writes it as Markdown and CSV with a PNG chart under ``out_dir``, and
 logs the three files to a run of the ``leaderboard`` experiment. See ``conf/compare.yaml``.
 """
 
+import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from forecast.config import register_configs
+from forecast.errors import ConfigError, ForecastError
 
 register_configs()
 REPO = Path(__file__).resolve().parents[1]
+
+
+def retrain_history(cfg: DictConfig) -> dict:
+    """Every retrain of ``cfg.history`` (oldest first) as Markdown/CSV, with a PNG of the
+    champion's and challengers' scores over time, written under ``out_dir``."""
+    import matplotlib.pyplot as plt
+    from mlflow import MlflowClient
+
+    from forecast.pipelines.retrain import history, history_figure, history_markdown
+
+    table = history(MlflowClient(cfg.tracking_uri), str(cfg.history), cfg.retrain_experiment)
+    if table.empty:
+        raise ConfigError(f"history={cfg.history}: no retrain runs in experiment '{cfg.retrain_experiment}' at "
+                          f"{cfg.tracking_uri}. Fix: run scripts/retrain.py name={cfg.history} ..., or point "
+                          "MLFLOW_TRACKING_URI at the server it logs to.")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"retrain-history-{cfg.history}"
+    paths = {"md": out / f"{stem}.md", "csv": out / f"{stem}.csv", "png": out / f"{stem}.png"}
+    markdown = history_markdown(table, str(cfg.history))
+    paths["md"].write_text(markdown)
+    table.to_csv(paths["csv"], index=False)
+    figure = history_figure(table, str(cfg.history))
+    figure.savefig(paths["png"], dpi=110)
+    plt.close(figure)
+    print(markdown)
+    return {"table": table, "paths": paths}
 
 
 def compare(cfg: DictConfig) -> dict:
@@ -59,7 +89,16 @@ def compare(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="../conf", config_name="compare", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    compare(cfg)
+    try:
+        if cfg.history:
+            retrain_history(cfg)
+        elif not cfg.data:
+            raise ConfigError("give data=<dataset> for its leaderboard, or history=<registered model> for its retrains.")
+        else:
+            compare(cfg)
+    except ForecastError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

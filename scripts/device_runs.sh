@@ -3,7 +3,7 @@
 #   1. CUDA against CPU for every network: the same weights give the same forecasts and
 #      gradients (fp32), and bf16 autocast runs;
 #   2. the trainings named in RUNS (precision:experiment:seed), all at once on the one GPU;
-#   3. Autoformer's training speed on the GPU (scripts/bench_speed.py; SKIP_SPEED=1 skips it).
+#   3. the training speed of every model on the GPU (scripts/benchmark.py; SKIP_SPEED=1 skips it).
 # Needs: python3 with torch (CUDA), pytorch-lightning, torchmetrics, pandas; hydra-core and
 # omegaconf on PYTHONPATH (SITE); the benchmark CSVs under DATA; results go to OUT.
 #   SITE=.gpu/site DATA=.gpu/data OUT=/tmp/out RUNS="32-true:etsformer_ettm2_96:2021 ..." bash scripts/device_runs.sh
@@ -68,6 +68,5 @@ done
 wait
 tar czf "$OUT/logs.tgz" -C /tmp logs
 [ "$TRAINER" = gpu ] && [ -z "${SKIP_SPEED:-}" ] && for precision in 32-true bf16-mixed; do
-  python3 scripts/bench_speed.py --threads 1 --label "Autoformer ETTh1 96->96, GPU" --out "$OUT/speed.md" -- \
-    experiment=autoformer_etth1_96 trainer=gpu trainer.precision=$precision
+  python3 scripts/benchmark.py threads=1 speed_csv="$OUT/speed.csv" render=false -- trainer=gpu trainer.precision=$precision
 done

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Subset
 
 from forecast.data.scaling import StandardScaler
 from forecast.data.sources import TimeSeriesTable, load_table
@@ -31,6 +32,19 @@ class ForecastDataModule(pl.LightningDataModule):
     ``enc_in`` and ``mark_dim`` are derived from the file; given as numbers they are checked
     against it. ``drop_last_test`` reproduces the Informer-era loaders that silently dropped the
     last incomplete test batch; it is off by default and only meant for ``paper_compat`` runs.
+
+    Devices and processes (decided by the trainer this module is attached to):
+
+    * Under DDP the validation and test windows are split across the processes without
+      padding (Lightning's ``UnrepeatedDistributedSampler``): every window is scored exactly
+      once, so the summed metrics equal a single process's. Training keeps Lightning's
+      ``DistributedSampler``, which pads each epoch with at most ``world_size - 1`` repeated
+      windows so that every process runs the same number of steps.
+    * ``windows_on_device`` (``None``: on when training on CUDA with ``num_workers=0``) puts the
+      scaled series and calendar on the GPU once and gathers each batch there, so only the
+      batch's window indices cross the bus instead of ``B·(L+H)·(C+F)`` values.
+    * ``pin_memory`` (``None``: on when training on CUDA with windows built on the host) lets
+      the host-to-device copy of a batch run asynchronously.
     """
 
     def __init__(
@@ -52,7 +66,8 @@ class ForecastDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
+        windows_on_device: bool | None = None,
         drop_last_test: bool = False,
         enc_in: int | None = None,
         mark_dim: int | None = None,
@@ -71,6 +86,8 @@ class ForecastDataModule(pl.LightningDataModule):
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers, self.pin_memory, self.drop_last_test = num_workers, pin_memory, drop_last_test
+        self.windows_on_device = windows_on_device
+        self._device_datasets: dict[str, WindowDataset] = {}
         self._expected = {"enc_in": enc_in, "mark_dim": mark_dim}
         self.table: TimeSeriesTable | None = None
         self.datasets: dict[str, WindowDataset] = {}
@@ -123,17 +140,61 @@ class ForecastDataModule(pl.LightningDataModule):
             }
 
     # ------------------------------------------------------------- data loaders
+    def _device(self) -> torch.device:
+        """The device of the trainer this module is attached to (CPU when there is none)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _dataset(self, split: str) -> WindowDataset:
+        """The split's windows, over a copy of the series on the training device when windows
+        are built there (see the class docstring)."""
+        device = self._device()
+        on_device = self.windows_on_device
+        if on_device is None:
+            on_device = device.type == "cuda" and self.num_workers == 0
+        if not on_device or device.type == "cpu":
+            return self.datasets[split]
+        if self.num_workers:
+            raise ConfigError(f"data.windows_on_device=true with data.num_workers={self.num_workers}: worker "
+                              "processes cannot index device tensors. Fix: set data.num_workers=0 (the windows "
+                              "are gathered on the device) or data.windows_on_device=false.")
+        if split not in self._device_datasets or self._device_datasets[split].values.device != device:
+            values, marks = self.values.to(device), self.marks.to(device)
+            self._device_datasets = {
+                name: WindowDataset(values, marks, s.start, s.end, self.seq_len, self.pred_len, self.c_out)
+                for name, s in self.splits.items()
+            }
+        return self._device_datasets[split]
+
+    def eval_sampler(self, dataset, batch_size: int, drop_last: bool, world_size: int, rank: int):
+        """``(dataset, sampler)`` for evaluating on process ``rank`` of ``world_size``: windows
+        ``rank, rank + world_size, …`` of the split, none repeated, so the processes together
+        score every window once (with ``drop_last``, every window of the full batches, as one
+        process would)."""
+        if drop_last:
+            dataset = Subset(dataset, range(len(dataset) // batch_size * batch_size))
+        return dataset, UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+
     def _loader(self, split: str, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
         self.setup()
+        dataset, sampler = self._dataset(split), None
+        trainer = getattr(self, "trainer", None)
+        if split != "train" and trainer is not None and trainer.world_size > 1:
+            dataset, sampler = self.eval_sampler(dataset, batch_size, drop_last, trainer.world_size, trainer.global_rank)
+            drop_last = False
+        on_host = dataset is self.datasets[split] or isinstance(dataset, Subset) and dataset.dataset is self.datasets[split]
+        # only host tensors can be pinned; by default only when they are copied to a GPU
+        pin = on_host and (self.pin_memory if self.pin_memory is not None else self._device().type == "cuda")
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             collate_fn=collate_batch,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
+            pin_memory=pin,
         )
 
     def train_dataloader(self) -> DataLoader:

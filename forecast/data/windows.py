@@ -25,8 +25,9 @@ class WindowDataset(Dataset):
         self.values, self.marks = values, marks
         self.start, self.end = start, end
         self.seq_len, self.pred_len, self.c_out = seq_len, pred_len, c_out
-        self._x_offsets = torch.arange(seq_len)
-        self._y_offsets = torch.arange(seq_len, seq_len + pred_len)
+        # on the series' device: for a series on a GPU only the batch's start indices are copied there
+        self._x_offsets = torch.arange(seq_len, device=values.device)
+        self._y_offsets = torch.arange(seq_len, seq_len + pred_len, device=values.device)
 
     def __len__(self) -> int:
         return max(self.end - self.start - self.seq_len - self.pred_len + 1, 0)
@@ -53,7 +54,7 @@ class WindowDataset(Dataset):
         starts = torch.as_tensor(indices, dtype=torch.long)
         if len(starts) and (starts.min() < 0 or starts.max() >= len(self)):
             raise IndexError(f"window indices out of range for {len(self)} windows")
-        starts = starts + self.start
+        starts = starts.to(self.values.device, non_blocking=True) + self.start
         x_rows = starts[:, None] + self._x_offsets
         y_rows = starts[:, None] + self._y_offsets
         return {

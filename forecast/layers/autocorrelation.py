@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from forecast.layers.precision import full_precision
+
 
 def mean_correlation(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """``R̄(τ) = mean_d Σ_t q[t, d]·k[(t - τ) mod L, d]`` for ``τ = 0..L-1``, via the real FFT.
@@ -30,10 +32,11 @@ def mean_correlation(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     float32 whatever the input precision (the FFT has no bfloat16 kernels on CPU).
     """
     length = queries.shape[1]
-    q = torch.fft.rfft(queries.float(), n=length, dim=1)
-    k = torch.fft.rfft(keys[:, :length].float(), n=length, dim=1)
-    spectrum = (q * k.conj()).mean(dim=-1)  # [B, L//2 + 1]
-    return torch.fft.irfft(spectrum, n=length, dim=-1)
+    with full_precision(queries):  # also under bf16 autocast: the delays are picked on this curve
+        q = torch.fft.rfft(queries.float(), n=length, dim=1)
+        k = torch.fft.rfft(keys[:, :length].float(), n=length, dim=1)
+        spectrum = (q * k.conj()).mean(dim=-1)  # [B, L//2 + 1]
+        return torch.fft.irfft(spectrum, n=length, dim=-1)
 
 
 def time_delay_aggregation(values: torch.Tensor, delays: torch.Tensor, weights: torch.Tensor, length: int | None = None) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from forecast.layers.dropout import Dropout
+from forecast.layers.precision import full_precision
 
 
 def _fast_length(n: int) -> int:
@@ -39,8 +40,9 @@ def causal_convolution(values: torch.Tensor, kernel: torch.Tensor) -> torch.Tens
     length = values.shape[1]
     n = _fast_length(2 * length - 1)
     dtype = torch.promote_types(values.dtype, torch.float32)
-    spectrum = torch.fft.rfft(values.to(dtype), n=n, dim=1) * torch.fft.rfft(kernel.to(dtype), n=n, dim=0)
-    return torch.fft.irfft(spectrum, n=n, dim=1)[:, :length]
+    with full_precision(values):
+        spectrum = torch.fft.rfft(values.to(dtype), n=n, dim=1) * torch.fft.rfft(kernel.to(dtype), n=n, dim=0)
+        return torch.fft.irfft(spectrum, n=n, dim=1)[:, :length]
 
 
 class ExponentialSmoothing(nn.Module):
@@ -129,13 +131,16 @@ class FrequencyAttention(nn.Module):
         k = min(self.k, n_bins)
         if k == 0:
             return z.new_zeros(batch, length + self.pred_len, d)
-        spectrum = torch.fft.rfft(z.float(), dim=1)[:, 1 : n_bins + 1]  # [B, bins, d]
-        top = spectrum.abs().topk(k, dim=1).indices
-        mask = torch.zeros(spectrum.shape, dtype=torch.bool, device=z.device).scatter_(1, top, True)
-        real = torch.where(mask, spectrum.real, 0) * (2 / length)
-        imag = torch.where(mask, spectrum.imag, 0) * (2 / length)
-        cos, sin = self.basis(length, z.device, real.dtype)
-        return torch.matmul(cos, real) - torch.matmul(sin, imag)
+        # in fp32 under autocast too: the selection and the inverse DFT (a bf16 basis would
+        # carry 3-digit sinusoids through the extrapolation)
+        with full_precision(z):
+            spectrum = torch.fft.rfft(z.float(), dim=1)[:, 1 : n_bins + 1]  # [B, bins, d]
+            top = spectrum.abs().topk(k, dim=1).indices
+            mask = torch.zeros(spectrum.shape, dtype=torch.bool, device=z.device).scatter_(1, top, True)
+            real = torch.where(mask, spectrum.real, 0) * (2 / length)
+            imag = torch.where(mask, spectrum.imag, 0) * (2 / length)
+            cos, sin = self.basis(length, z.device, real.dtype)
+            return torch.matmul(cos, real) - torch.matmul(sin, imag)
 
 
 class LevelLayer(nn.Module):

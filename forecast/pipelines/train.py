@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,7 +17,7 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 
 from forecast import tracking
 from forecast.data.datamodule import ForecastDataModule
-from forecast.errors import ForecastError
+from forecast.errors import ConfigError, ForecastError
 from forecast.module import ForecastModule
 from forecast.pipelines.benchmark import record_accuracy
 from forecast.plots import decomposition_figure, forecast_figure, shown_channels
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 # Noise from the pinned stack that says nothing about the user's run.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+# ForecastModule logs torchmetrics results, already reduced over the DDP processes: sync_dist would add nothing
+warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
 
 
 def build_data(cfg: DictConfig) -> ForecastDataModule:
@@ -64,6 +67,27 @@ def build_module(cfg: DictConfig, datamodule: ForecastDataModule) -> ForecastMod
     )
 
 
+def load_initial_weights(module: ForecastModule, path: str) -> None:
+    """Start from the network weights in ``path``: a Lightning checkpoint of this system, or a
+    ``state_dict`` of the network (``network.pt`` of a logged model). Unlike ``ckpt_path``, the
+    optimiser, schedule and epoch count start afresh."""
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"init_from={path}: no such file. Fix: give a .ckpt of a run, or the network.pt of a logged model.")
+    state = torch.load(source, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and "state_dict" in state:  # a Lightning checkpoint: the network's part
+        state = {k[len("network."):]: v for k, v in state["state_dict"].items() if k.startswith("network.")}
+    if not isinstance(state, dict) or not state:
+        raise ConfigError(f"init_from={path}: holds no network weights (a {type(state).__name__}). Fix: networks "
+                          "without trainable parameters (the classical baselines) are not warm-started.")
+    try:
+        module.network.load_state_dict(state)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise ConfigError(f"init_from={path}: the weights do not fit this network ({first}). Fix: start from a "
+                          "model with the same model.* settings, seq_len, pred_len and channels.") from None
+
+
 def build_callbacks(cfg: DictConfig, trainable: bool, logged: bool) -> list[pl.Callback]:
     """The configured callbacks, less those with nothing to do: early stopping and checkpoints
     for a network that is not trained, the learning-rate monitor for a run with no logger."""
@@ -74,6 +98,16 @@ def build_callbacks(cfg: DictConfig, trainable: bool, logged: bool) -> list[pl.C
     if not logged:
         useless += (LearningRateMonitor,)
     return [c for c in callbacks if not isinstance(c, useless)]
+
+
+def reduce_diagnostics(trainer: pl.Trainer, values: dict[str, float]) -> dict[str, float]:
+    """A network's test diagnostics as ``test/<key>``, over every DDP process (each saw its share
+    of the test windows): counts summed, ``*seconds`` those of the slowest process."""
+    if trainer.world_size > 1:  # a collective: every process calls it
+        local = torch.tensor([float(v) for v in values.values()], dtype=torch.float64, device=trainer.strategy.root_device)
+        gathered = trainer.strategy.all_gather(local).reshape(trainer.world_size, -1).cpu()
+        values = {k: (column.max() if k.endswith("seconds") else column.sum()).item() for k, column in zip(values, gathered.T)}
+    return {f"test/{k}": float(v) for k, v in values.items()}
 
 
 def plot_decomposition(network, datamodule: ForecastDataModule, title: str):
@@ -125,6 +159,8 @@ def run(cfg: DictConfig) -> dict[str, float]:
     # fails validation leaves no trace in MLflow.
     datamodule = build_data(cfg)
     module = build_module(cfg, datamodule)
+    if cfg.get("init_from"):
+        load_initial_weights(module, cfg.init_from)
     lineage = datamodule.lineage()
     logger = tracking.create_logger(cfg, lineage)
     callbacks = build_callbacks(cfg, module.trainable, logged=logger is not None)
@@ -155,7 +191,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                          ckpt_path=("best" if best and not last_epoch else None) if fitted else cfg.ckpt_path)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             if hasattr(module.network, "diagnostics"):  # e.g. fallbacks and warnings of statsmodels fits
-                extra = {f"test/{k}": float(v) for k, v in module.network.diagnostics().items()}
+                extra = reduce_diagnostics(trainer, module.network.diagnostics())
                 metrics.update(extra)
                 if logger is not None:
                     logger.log_metrics(extra)

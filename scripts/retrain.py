@@ -1,0 +1,47 @@
+"""Retrain a registered model on the newest data, champion/challenger:
+``python scripts/retrain.py name=etth1-dlinear source=data/ETT-small/ETTh1.csv [warm_start=true]``.
+
+Exit status: 0 when the retrain finished (promoted, rejected, or nothing new to train on), 1
+when it failed (the reason is logged to a FAILED ``retrain`` run; the champion is unchanged),
+75 when another retrain of the same name is running. See ``conf/retrain.yaml`` and
+:mod:`forecast.pipelines.retrain`.
+"""
+
+import os
+import signal
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from forecast.config import register_configs
+from forecast.errors import ForecastError
+
+register_configs()
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log files, not terminals
+
+
+def _terminate(signum, frame):
+    # SIGTERM (kill, systemd, Kubernetes) unwinds like Ctrl-C: the retrain run is marked FAILED
+    # and the lock released on the way out; the champion is never touched
+    raise SystemExit(128 + signum)
+
+
+@hydra.main(config_path="../conf", config_name="retrain", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    from forecast.pipelines.retrain import EXIT_BUSY, RetrainBusy, retrain
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        result = retrain(cfg)
+    except RetrainBusy as error:
+        print(f"busy: {error}", file=sys.stderr)
+        sys.exit(EXIT_BUSY)
+    except ForecastError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(f"{cfg.name}: {result['decision']}; {cfg.alias} is version {result['champion_version']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Run the retrain jobs of ``conf/retrain_schedule.yaml`` on their cron expressions, in-process:
+``python scripts/schedule.py [jobs.etth1-dlinear.cron='30 1 * * *']``. Stop it with Ctrl-C or
+SIGTERM; running jobs finish first. See :mod:`forecast.pipelines.schedule`.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from forecast.config import register_configs
+from forecast.errors import ForecastError
+
+register_configs()
+
+
+@hydra.main(config_path="../conf", config_name="retrain_schedule", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    import importlib.util
+
+    from forecast.pipelines.schedule import run
+
+    if importlib.util.find_spec("apscheduler") is None:
+        print("error: the scheduler needs APScheduler. Fix: pip install -e '.[schedule]' (APScheduler), or use cron (README: Scheduled retraining).", file=sys.stderr)
+        sys.exit(1)
+    try:
+        runs = run(cfg)
+    except ForecastError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    failed = [r for r in runs if r["returncode"] not in (0, None)]
+    print(f"stopped after {len(runs)} job run(s), {len(failed)} failed")
+
+
+if __name__ == "__main__":
+    main()
