@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from forecast.errors import DataError
 
 ARTIFACTS = ("network", "config", "scaler", "data")
 MODEL_NAME = "model"  # the name of the logged model inside its run
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 class RequestError(DataError, MlflowException):
@@ -266,6 +268,10 @@ def log_model(cfg: DictConfig, module, datamodule, lineage: dict, tags: dict | N
         quiet = _DropAdvice()
         mlflow_log = logging.getLogger("mlflow.pyfunc")
         mlflow_log.addFilter(quiet)
+        # MLflow re-downloads the model to check the input example, with a progress bar per
+        # file of a few kB: noise in every run's log
+        bar = os.environ.get(PROGRESS_BAR)
+        os.environ[PROGRESS_BAR] = "false"
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # MLflow's advice to use type hints; we give a signature
@@ -276,6 +282,10 @@ def log_model(cfg: DictConfig, module, datamodule, lineage: dict, tags: dict | N
                 )
         finally:
             mlflow_log.removeFilter(quiet)
+            if bar is None:
+                os.environ.pop(PROGRESS_BAR, None)
+            else:
+                os.environ[PROGRESS_BAR] = bar
 
 
 class _DropAdvice(logging.Filter):
