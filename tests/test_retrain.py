@@ -268,6 +268,8 @@ def test_decision_rule():
     assert rt.decide(old, {"mse": 0.89}, "mse", 0.1)[0] == "promoted"
     assert rt.decide(old, {"mse": 0.95}, "mse", 0.1)[0] == "rejected"
     assert rt.decide(old, {"mse": float("nan")}, "mse", 0.0)[0] == "rejected"
+    assert rt.decide(old, {"mse": 1.0}, "mse", 0.0)[0] == "rejected"  # a tie keeps the champion
+    assert rt.decide(old, {"mse": 0.999}, "mse", 0.0)[0] == "promoted"
 
 
 def test_dated_files_of_a_directory_are_joined_in_name_order(tmp_path):

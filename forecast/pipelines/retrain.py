@@ -216,7 +216,10 @@ def decide(champion: dict | None, challenger: dict, metric: str, min_improvement
     if not np.isfinite(new):
         return "rejected", float("-inf")
     improvement = (old - new) / old if old > 0 else (0.0 if new == old else float("-inf"))
-    return ("promoted" if improvement >= min_improvement else "rejected"), float(improvement)
+    # strictly better, and by at least min_improvement: a tie (a deterministic baseline refitted on
+    # the same data) keeps the champion rather than churning the alias
+    better = improvement > 0 and improvement >= min_improvement
+    return ("promoted" if better else "rejected"), float(improvement)
 
 
 # ------------------------------------------------------------------ the retrain run
@@ -319,7 +322,7 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
                    "train_rows": origins[0], "eval_from": str(table.dates[origins[0]])}
     except ForecastError as error:
         record.fail(error, {"data_sha256": lineage.get("sha256", ""), "source": str(cfg.source)})
-        log.error("retrain of '%s' failed before training; nothing changed: %s", cfg.name, error)
+        log.error("retrain of '%s' failed before training; nothing changed (the reason is logged to its retrain run)", cfg.name)
         raise
 
     last = last_decided(client, cfg.experiment_name, cfg.name)
