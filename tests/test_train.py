@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
@@ -92,6 +93,20 @@ def test_resume_and_test_from_a_checkpoint(make_config, tmp_path):
     assert ckpt.exists()
     cfg = make_config("trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24", "train=false", f"ckpt_path={ckpt}")
     assert run(cfg)["test/mse"] == pytest.approx(first["test/mse"], rel=1e-6)  # 1 epoch: last == best
+
+
+def test_last_ckpt_is_the_latest_epoch_and_the_best_checkpoint_is_tested(make_config, tmp_path):
+    # the best checkpoint by the *largest* val/loss: almost surely an early epoch, not the last
+    cfg = make_config("logger=none", "data.seq_len=48", "data.pred_len=24", "trainer.max_epochs=3",
+                      "+trainer.limit_train_batches=5", "+trainer.limit_val_batches=3", "+trainer.limit_test_batches=2",
+                      "callbacks.model_checkpoint.mode=max", "callbacks.early_stopping=null")
+    run(cfg)
+    folder = tmp_path / "run" / "checkpoints"
+    last = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2  # resuming from last.ckpt continues after the third epoch
+    best = [p for p in folder.glob("epoch=*.ckpt")]
+    assert len(best) == 1 and best[0].name != "epoch=2-step=15.ckpt", best
+    assert torch.load(best[0], map_location="cpu", weights_only=False)["epoch"] < 2
 
 
 def _train_py(tmp_path, *args):

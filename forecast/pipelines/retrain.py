@@ -349,7 +349,9 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
             train_cfg.data.split_sizes = list(cfg.split_sizes)
             train_cfg.logger.tracking_uri = cfg.tracking_uri
             train_cfg.logger.experiment_name = cfg.experiment_name
-            train_cfg.callbacks.model_checkpoint.dirpath = str(folder / "checkpoints")
+            for callback in train_cfg.callbacks.values():
+                if callback and "dirpath" in callback:
+                    callback.dirpath = str(folder / "checkpoints")
             train_cfg.update(train=True, test=True, ckpt_path=None, init_from=None, paper_compat=False, record=None,
                              log_model=True, register=False, alias=None)
             train_cfg.tags = {**train_cfg.get("tags", {}), "retrain_id": retrain_id, "mlflow.parentRunId": retrain_id,

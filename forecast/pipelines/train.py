@@ -110,6 +110,15 @@ def reduce_diagnostics(trainer: pl.Trainer, values: dict[str, float]) -> dict[st
     return {f"test/{k}": float(v) for k, v in values.items()}
 
 
+def best_checkpoint(trainer: pl.Trainer) -> str:
+    """The best validation checkpoint: the path kept by the first checkpoint callback that
+    monitors a metric (``last_checkpoint`` monitors none), or "" when there is none."""
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor is not None:
+            return callback.best_model_path
+    return ""
+
+
 def plot_decomposition(network, datamodule: ForecastDataModule, title: str):
     """Trend/seasonal/residual figure of the training split, for a network that decomposes it
     (``network.training_decomposition(channels)``, e.g. the classical baselines); else None."""
@@ -174,7 +183,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         fitted = bool(cfg.train and module.trainable)
         if fitted:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        best = trainer.checkpoint_callback.best_model_path if fitted and trainer.checkpoint_callback else ""
+        best = best_checkpoint(trainer) if fitted else ""
         metrics: dict[str, float] = {}
         if cfg.test:
             if hasattr(module.network, "fit_training"):
@@ -188,7 +197,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             # checkpoint, if any
             last_epoch = cfg.paper_compat and cfg.paper_quirks.test_last_epoch
             trainer.test(module, datamodule=datamodule,
-                         ckpt_path=("best" if best and not last_epoch else None) if fitted else cfg.ckpt_path)
+                         ckpt_path=(best if best and not last_epoch else None) if fitted else cfg.ckpt_path)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             if hasattr(module.network, "diagnostics"):  # e.g. fallbacks and warnings of statsmodels fits
                 extra = reduce_diagnostics(trainer, module.network.diagnostics())
