@@ -6,14 +6,13 @@ next ``pred_len`` steps (future timestamps, original scale) as CSV or Parquet, w
 history and the forecast beside it. See ``conf/predict.yaml``.
 """
 
-import sys
 
 import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from forecast.config import PredictConfig
-from forecast.errors import ForecastError
+from forecast.errors import exit_on_error
 
 # only this app's schema: register_configs() derives the others from Lightning's classes, whose
 # import alone costs about 2 s of every forecast's start-up
@@ -24,11 +23,8 @@ ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
 def main(cfg: DictConfig) -> None:
     from forecast.pipelines.predict import run
 
-    try:
+    with exit_on_error():  # bad input: the message says what and how to fix it; nothing written
         result = run(cfg)
-    except ForecastError as error:  # bad input: the message says what and how to fix it; nothing written
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
     print(f"{result['output']} ({len(result['forecast'])} steps), {result['figure']}")
 
 

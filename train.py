@@ -3,13 +3,12 @@
 See ``conf/train.yaml`` for the groups and run-level keys, and the README for examples.
 """
 
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from forecast.config import register_configs
-from forecast.errors import ForecastError
+from forecast.errors import exit_on_error
 
 register_configs()
 
@@ -18,11 +17,8 @@ register_configs()
 def main(cfg: DictConfig) -> float | None:
     from forecast.pipelines.train import run
 
-    try:
+    with exit_on_error():  # bad input: the message says what and how to fix it; no traceback
         metrics = run(cfg)
-    except ForecastError as error:  # bad input: the message says what and how to fix it; no traceback
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
     return metrics.get("test/mse")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from forecast.errors import ForecastError
+from forecast.errors import exit_on_error
 from forecast.pipelines.benchmark import register_schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,11 +31,8 @@ register_schema()
 def main(cfg: DictConfig) -> None:
     from forecast.pipelines.benchmark import run
 
-    try:
+    with exit_on_error():
         failed = run(cfg, Path(__file__).resolve(), REPO)
-    except ForecastError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
     if failed:
         print(f"error: {failed} cell(s) failed (see above)", file=sys.stderr)
         sys.exit(1)

@@ -6,14 +6,13 @@ one exists, and run ids), writes it as Markdown and CSV with a PNG chart under `
 logs the three files to a run of the ``leaderboard`` experiment. See ``conf/compare.yaml``.
 """
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from forecast.config import register_configs
-from forecast.errors import ConfigError, ForecastError
+from forecast.errors import ConfigError, exit_on_error
 
 register_configs()
 REPO = Path(__file__).resolve().parents[1]
@@ -89,16 +88,13 @@ def compare(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="../conf", config_name="compare", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_error():
         if cfg.history:
             retrain_history(cfg)
         elif not cfg.data:
             raise ConfigError("give data=<dataset> for its leaderboard, or history=<registered model> for its retrains.")
         else:
             compare(cfg)
-    except ForecastError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

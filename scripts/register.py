@@ -4,13 +4,12 @@ dataset and model by ``test/mse``, ``python scripts/register.py data=etth1 best=
 The name is ``<dataset>-<model>`` unless ``name=`` says otherwise. See ``conf/register.yaml``.
 """
 
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from forecast.config import register_configs
-from forecast.errors import ConfigError, ForecastError
+from forecast.errors import ConfigError, exit_on_error
 
 register_configs()
 
@@ -59,11 +58,8 @@ def register(cfg: DictConfig):
 
 @hydra.main(config_path="../conf", config_name="register", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_error():
         register(cfg)
-    except ForecastError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,12 @@ when it failed (the reason is logged to a FAILED ``retrain`` run; the champion i
 
 import os
 import signal
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from forecast.config import register_configs
-from forecast.errors import ForecastError
+from forecast.errors import exit_on_error
 
 register_configs()
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log files, not terminals
@@ -29,17 +28,11 @@ def _terminate(signum, frame):
 
 @hydra.main(config_path="../conf", config_name="retrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from forecast.pipelines.retrain import EXIT_BUSY, RetrainBusy, retrain
+    from forecast.pipelines.retrain import retrain
 
     signal.signal(signal.SIGTERM, _terminate)
-    try:
+    with exit_on_error():  # a busy lock exits 75 ("busy: ..."), any other refusal 1
         result = retrain(cfg)
-    except RetrainBusy as error:
-        print(f"busy: {error}", file=sys.stderr)
-        sys.exit(EXIT_BUSY)
-    except ForecastError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
     print(f"{cfg.name}: {result['decision']}; {cfg.alias} is version {result['champion_version']}")
 
 

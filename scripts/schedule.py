@@ -3,13 +3,12 @@
 SIGTERM; running jobs finish first. See :mod:`forecast.pipelines.schedule`.
 """
 
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from forecast.config import register_configs
-from forecast.errors import ForecastError
+from forecast.errors import ConfigError, exit_on_error
 
 register_configs()
 
@@ -20,14 +19,11 @@ def main(cfg: DictConfig) -> None:
 
     from forecast.pipelines.schedule import run
 
-    if importlib.util.find_spec("apscheduler") is None:
-        print("error: the scheduler needs APScheduler. Fix: pip install -e '.[schedule]' (APScheduler), or use cron (README: Scheduled retraining).", file=sys.stderr)
-        sys.exit(1)
-    try:
+    with exit_on_error():
+        if importlib.util.find_spec("apscheduler") is None:
+            raise ConfigError("the scheduler needs APScheduler. Fix: pip install -e '.[schedule]' (APScheduler), "
+                              "or use cron (README: Scheduled retraining).")
         runs = run(cfg)
-    except ForecastError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
     failed = [r for r in runs if r["returncode"] not in (0, None)]
     print(f"stopped after {len(runs)} job run(s), {len(failed)} failed")
 

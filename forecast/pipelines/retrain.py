@@ -58,6 +58,9 @@ KEEP_FOLDERS = 3          # working folders (snapshot, training file, checkpoint
 class RetrainBusy(ForecastError):
     """Another retrain of the same model name holds its lock."""
 
+    label = "busy"
+    exit_code = EXIT_BUSY
+
 
 # ------------------------------------------------------------------ lock
 @contextmanager
