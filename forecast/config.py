@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from torch import nn
 
 _SIMPLE = (int, float, bool, str)
@@ -212,6 +212,22 @@ def network_classes() -> dict[str, type]:
                     and not name.startswith("_") and hasattr(obj, "uses_time_features")):
                 found[name.lower()] = obj
     return found
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_train(overrides: list[str]) -> DictConfig:
+    """The config ``python train.py <overrides>`` would run, composed from another program (a
+    retrain, a benchmark); its ``${hydra:...}`` keys resolve only inside a Hydra app."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app of this project: its conf/
+        return compose("train", overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
 
 
 def register_configs() -> None:

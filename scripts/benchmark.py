@@ -42,7 +42,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--measure":  # one speed cell, in the fresh process run() started
         from forecast.pipelines.benchmark import measure_main
 
-        measure_main(sys.argv[2], REPO)
+        measure_main(sys.argv[2])
     else:
         from forecast.pipelines.benchmark import split_train_overrides
 

@@ -265,7 +265,7 @@ def append_speed(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
-def measure_speed(overrides: list[str], threads: int, warmup: int, iters: int, conf_dir: Path) -> dict:
+def measure_speed(overrides: list[str], threads: int, warmup: int, iters: int) -> dict:
     """Time ``iters`` training steps after ``warmup`` ones of the config that ``python train.py
     <overrides>`` would run (no logger, no validation, no checkpoints), in this process.
 
@@ -275,17 +275,12 @@ def measure_speed(overrides: list[str], threads: int, warmup: int, iters: int, c
     timed window. Returns the measured fields of a
     ``SPEED_COLUMNS`` row, or ``{"skipped": why}`` for a network with nothing to train."""
     import pytorch_lightning as pl
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
 
-    from forecast.config import register_configs
+    from forecast.config import compose_train
     from forecast.pipelines.train import build_data, build_module
 
     torch.set_num_threads(threads)
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-        cfg = compose("train", overrides=["logger=none", *overrides])
+    cfg = compose_train(["logger=none", *overrides])
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule = build_data(cfg)
     module = build_module(cfg, datamodule)
@@ -465,10 +460,10 @@ def to_absolute(path: str) -> str:
     return to_absolute_path(str(path)) if HydraConfig.initialized() else str(Path(path).resolve())
 
 
-def measure_main(spec: str, repo: Path) -> None:
+def measure_main(spec: str) -> None:
     """``scripts/benchmark.py --measure '<json>'``: one speed cell in this fresh process, as JSON."""
     args = json.loads(spec)
-    print(json.dumps(measure_speed(args["overrides"], args["threads"], args["warmup"], args["iters"], repo / "conf")))
+    print(json.dumps(measure_speed(args["overrides"], args["threads"], args["warmup"], args["iters"])))
 
 
 def register_schema() -> None:

@@ -41,6 +41,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from forecast import plots, tracking  # plots sets the Agg backend before pyplot is used
+from forecast.config import compose_train
 from forecast.data.sources import TimeSeriesTable, _read_frame, file_sha256, load_table
 from forecast.errors import ConfigError, DataError, ForecastError
 
@@ -48,7 +49,6 @@ import matplotlib.pyplot as plt  # noqa: E402  isort: skip
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 EXIT_BUSY = 75            # EX_TEMPFAIL: another retrain of the same name holds the lock; try later
 METRICS = ("mse", "mae", "mae_orig", "rmse_orig")
 DECIDED = ("first", "promoted", "rejected")
@@ -153,28 +153,13 @@ def champion_version(client, name: str, alias: str):
         raise
 
 
-def compose_train(overrides: list[str]) -> DictConfig:
-    """The config ``python train.py <overrides>`` would run (its ``${hydra:}`` keys are replaced
-    by the caller)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from forecast.config import register_configs
-
-    register_configs()
-    if GlobalHydra.instance().is_initialized():
-        return compose("train", overrides=list(overrides))
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
-
-
 def training_config(cfg: DictConfig, champion) -> DictConfig:
     """The challenger's config: the champion's logged one (``use_champion_config``) or the one
     ``train`` composes, with ``overrides`` on top."""
     if champion is not None and cfg.use_champion_config:
         train_cfg = OmegaConf.create(OmegaConf.to_container(champion.cfg, resolve=True))
     elif cfg.train:
-        train_cfg = compose_train(list(cfg.train))
+        train_cfg = compose_train(list(cfg.train))  # its ${hydra:} checkpoint folder is replaced below
     else:
         raise ConfigError(f"'{cfg.name}' has no '{cfg.alias}' yet, so there is no config to retrain with. Fix: give "
                           "the first model's train.py overrides, e.g. train='[model=dlinear,data=csv,data.target=OT]'.")
