@@ -53,15 +53,32 @@ def machine() -> str:
 
 def published(path: Path, model: str, dataset: str, features: str, seq_len: int, pred_len: int) -> tuple[str, str]:
     """``(mse, mae)`` published for this setting, or empty strings."""
-    if not path.exists():
-        return "", ""
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            if (row["model"], row["dataset"], row["features"], int(row["seq_len"]), int(row["pred_len"])) == (
-                model, dataset, features, seq_len, pred_len
-            ):
-                return row["mse"], row["mae"]
+    for row in read_csv(path):
+        if (row["model"], row["dataset"], row["features"], int(row["seq_len"]), int(row["pred_len"])) == (
+            model, dataset, features, seq_len, pred_len
+        ):
+            return row["mse"], row["mae"]
     return "", ""
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a benchmark CSV (none when it does not exist yet)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_row(path: Path, columns: list[str], row: dict) -> None:
+    """Append ``row`` (keys among ``columns``) to a benchmark CSV, with its header when the file
+    is new; LF line endings."""
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 # network options that change how a run is computed, not what it computes
@@ -97,13 +114,7 @@ def record_accuracy(cfg: DictConfig, metrics: dict[str, float], epochs: int) -> 
         "epochs": epochs, "seed": cfg.seed,
         "command": tracking.command_line(), "machine": machine(), "date": dt.date.today().isoformat(),
     }
-    new = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=ACCURACY_COLUMNS, lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    append_row(path, ACCURACY_COLUMNS, row)
     render_readme(path.parent)
     return row
 
@@ -137,13 +148,6 @@ def _summary(rows: list[dict]) -> list[dict]:
             "Δ mse (mean)": _delta(mse.mean(), runs[0]["paper_mse"]),
         })
     return out
-
-
-def _read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def _overview(rows: list[dict]) -> list[dict]:
@@ -191,8 +195,8 @@ def render_readme(folder: Path) -> Path:
     """Write ``folder/README.md`` from ``folder/accuracy.csv`` and ``folder/speed.csv``: the
     accuracy overview, the speed tables, the accuracy rows grouped by model and dataset beside
     the published values, and the hand-written sections kept in ``folder/notes.md``."""
-    rows = _read_csv(folder / "accuracy.csv")
-    speed = _read_csv(folder / "speed.csv")
+    rows = read_csv(folder / "accuracy.csv")
+    speed = read_csv(folder / "speed.csv")
     lines = [
         "# Benchmarks",
         "",
@@ -252,17 +256,6 @@ SPEED_COLUMNS = [
     "s_per_iter", "s_per_iter_min", "windows_per_s", "batches_per_epoch", "s_per_epoch", "peak_memory_gb", "memory",
     "parameters", "load_1min", "notes", "command", "machine", "date",
 ]
-
-
-def append_speed(path: Path, row: dict) -> None:
-    """Append one row (the keys of ``SPEED_COLUMNS``) to the speed CSV, with its header if new."""
-    new = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=SPEED_COLUMNS, lineterminator="\n", extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
 
 
 def measure_speed(overrides: list[str], threads: int, warmup: int, iters: int) -> dict:
@@ -435,7 +428,7 @@ def run(cfg: DictConfig, script: Path, repo: Path) -> int:
                 continue
             result.update(model=model, load_1min=f"{load:.2f}", command=_cell_command(model, dataset, horizon, cfg.overrides),
                           date=dt.date.today().isoformat())
-            append_speed(speed_csv, result)
+            append_row(speed_csv, SPEED_COLUMNS, result)
             print(f"  {result['s_per_iter']} s/iter, {result['windows_per_s']} windows/s, "
                   f"{result['peak_memory_gb']} GB ({result['memory']}), {result['parameters']} parameters", flush=True)
         else:  # accuracy: the full training schedule; train.py appends the row (its command included)
