@@ -38,12 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from forecast import plots, tracking  # plots sets the Agg backend before pyplot is used
 from forecast.config import compose_train
 from forecast.data.sources import TimeSeriesTable, _read_frame, file_sha256, load_table
 from forecast.errors import ConfigError, DataError, ForecastError
+from forecast.metrics import ForecastMetrics
 
 import matplotlib.pyplot as plt  # noqa: E402  isort: skip
 
@@ -188,12 +190,12 @@ def forecast_windows(model, table: TimeSeriesTable, origins: list[int], outputs:
 
 
 def score(pred: np.ndarray, actual: np.ndarray, std: np.ndarray) -> dict[str, float]:
-    """Errors over every window, step and channel: z-scored (``mse``, ``mae``, with the same
-    per-channel ``std`` for every model) and in the data's units (``mae_orig``, ``rmse_orig``)."""
-    error = pred - actual
-    scaled = error / std
-    return {"mse": float(np.mean(scaled**2)), "mae": float(np.mean(np.abs(scaled))),
-            "mae_orig": float(np.mean(np.abs(error))), "rmse_orig": float(np.sqrt(np.mean(error**2)))}
+    """The test metrics of ``ForecastMetrics`` over every window, step and channel: z-scored
+    (``mse``, ``mae``, with the same per-channel ``std`` for every model) and in the data's units
+    (``mae_orig``, ``rmse_orig``)."""
+    metric = ForecastMetrics(std=std, c_out=len(std))  # mean 0: the errors do not depend on it
+    metric.update(torch.from_numpy(pred / std), torch.from_numpy(actual / std))
+    return {k: float(v) for k, v in metric.compute().items() if k in METRICS}
 
 
 def decide(champion: dict | None, challenger: dict, metric: str, min_improvement: float) -> tuple[str, float]:
@@ -347,8 +349,6 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
         warm = bool(cfg.warm_start and champion is not None and
                     any(p.requires_grad for p in champion.network.parameters()))
         if warm:
-            import torch
-
             weights = folder / "champion.pt"
             torch.save(champion.network.state_dict(), weights)
             train_cfg.init_from = str(weights)
