@@ -65,9 +65,21 @@ def git_commit(path: Path | None = None) -> tuple[str, bool]:
         return "unknown", False
 
 
+def code_tags() -> dict[str, str]:
+    """``git_commit`` and ``git_dirty`` of the code that runs: every run this project writes has them."""
+    commit, dirty = git_commit()
+    return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+def experiment_id(client, name: str) -> str:
+    """The id of the experiment ``name``, created when it does not exist yet."""
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
 def run_tags(cfg: DictConfig, lineage: dict) -> dict[str, str]:
     """Searchable tags: what ran (model, data, shapes, seed, protocol), from which code and data."""
-    commit, dirty = git_commit()
+    code = code_tags()
     tags = {
         "model": model_name(cfg),
         "dataset": str(cfg.data.name),
@@ -76,9 +88,8 @@ def run_tags(cfg: DictConfig, lineage: dict) -> dict[str, str]:
         "horizon": str(cfg.data.pred_len),
         "seed": str(cfg.seed),
         "paper_compat": str(bool(cfg.paper_compat)).lower(),
-        "git_commit": commit,
-        "git_dirty": str(dirty).lower(),
-        "mlflow.source.git.commit": commit,
+        **code,
+        "mlflow.source.git.commit": code["git_commit"],
         "data_path": lineage["path"],
         "data_sha256": lineage["sha256"],
         "data_rows": str(lineage["rows"]),
@@ -138,20 +149,18 @@ def sweep_parent(tracking_uri: str, experiment_name: str, sweep: str) -> str:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(experiment_name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
-    found = client.search_runs([experiment_id], filter_string=f"tags.sweep = '{sweep}'", max_results=1)
+    experiment = experiment_id(client, experiment_name)
+    found = client.search_runs([experiment], filter_string=f"tags.sweep = '{sweep}'", max_results=1)
     if found:
         return found[0].info.run_id
-    commit, dirty = git_commit()
     hc = HydraConfig.get() if HydraConfig.initialized() else None
     name = os.environ.get(SWEEP_NAME_ENV) or f"sweep {Path(hc.sweep.dir).as_posix() if hc else sweep}"
-    tags = {"sweep": sweep, "kind": "sweep", "git_commit": commit, "git_dirty": str(dirty).lower(),
+    tags = {"sweep": sweep, "kind": "sweep", **code_tags(),
             "command": " ".join(["python", Path(sys.argv[0]).name, *sys.argv[1:]]),
             "mlflow.runName": name}
     if hc:
         tags["sweep_dir"] = str(hc.sweep.dir)
-    return client.create_run(experiment_id, tags=tags).info.run_id
+    return client.create_run(experiment, tags=tags).info.run_id
 
 
 class SweepCallback(Callback):

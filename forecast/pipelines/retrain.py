@@ -218,13 +218,11 @@ class RetrainRun:
 
     def __init__(self, client, experiment_name: str, name: str, params: dict):
         self.client, self.name, self.params = client, name, params
-        experiment = client.get_experiment_by_name(experiment_name)
-        self.experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+        self.experiment_id = tracking.experiment_id(client, experiment_name)
         self.run_id: str | None = None
 
     def start(self, tags: dict) -> str:
-        commit, dirty = tracking.git_commit()
-        tags = {"kind": "retrain", "retrain_of": self.name, "git_commit": commit, "git_dirty": str(dirty).lower(),
+        tags = {"kind": "retrain", "retrain_of": self.name, **tracking.code_tags(),
                 "mlflow.runName": f"retrain {self.name}", **{k: str(v) for k, v in tags.items()}}
         self.run_id = self.client.create_run(self.experiment_id, tags=tags).info.run_id
         for key, value in self.params.items():
