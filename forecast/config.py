@@ -162,6 +162,25 @@ class ScheduleConfig:
     log_dir: str = "retrain/logs"
 
 
+@dataclass
+class BenchmarkConfig:
+    """Keys of ``conf/benchmark.yaml`` (``python scripts/benchmark.py``)."""
+
+    mode: str = "speed"
+    models: List[str] = field(default_factory=lambda: ["dlinear", "autoformer", "etsformer", "dpad", "karma"])
+    datasets: List[str] = field(default_factory=lambda: ["etth1"])
+    horizons: List[int] = field(default_factory=lambda: [96])
+    overrides: List[str] = field(default_factory=list)
+    threads: int = 1
+    warmup: int = 3
+    iters: int = 20
+    seeds: List[int] = field(default_factory=lambda: [2021])
+    speed_csv: str = "benchmarks/speed.csv"
+    accuracy_csv: str = "benchmarks/accuracy.csv"
+    render: bool = True
+    dry_run: bool = False
+
+
 def _field_type(annotation: Any) -> Any:
     """The OmegaConf-checkable type of an annotation: simple types and Optional of them."""
     if annotation in _SIMPLE:
@@ -244,6 +263,7 @@ def register_configs() -> None:
     cs.store(name="register_schema", node=RegisterConfig)
     cs.store(name="retrain_schema", node=RetrainConfig)
     cs.store(name="retrain_schedule_schema", node=ScheduleConfig)
+    cs.store(name="benchmark_schema", node=BenchmarkConfig)
     cs.store(group="schema/data", name="default", node=signature_schema(ForecastDataModule))
     cs.store(group="schema/trainer", name="default", node=signature_schema(Trainer, exclude=("callbacks", "logger")))
     cs.store(group="schema/logger", name="mlflow", node=signature_schema(MLFlowLogger))

@@ -20,11 +20,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from forecast.config import register_configs
 from forecast.errors import exit_on_error
-from forecast.pipelines.benchmark import register_schema
 
 REPO = Path(__file__).resolve().parents[1]
-register_schema()
+register_configs()
 
 
 @hydra.main(config_path="../conf", config_name="benchmark", version_base="1.3")

@@ -316,10 +316,8 @@ def test_benchmark_script_writes_a_well_formed_speed_row(tmp_path):
 
 
 def test_accuracy_mode_runs_the_paper_setting_of_each_cell_per_seed(tmp_path, capsys):
-    from forecast.pipelines.benchmark import register_schema
     from forecast.pipelines.benchmark import run as run_benchmark
 
-    register_schema()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("benchmark", overrides=["mode=accuracy", "models=[karma,naive]", "horizons=[96,336]", "seeds=[1,2]",

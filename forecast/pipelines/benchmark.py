@@ -19,9 +19,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import torch
@@ -335,25 +333,6 @@ def measure_speed(overrides: list[str], threads: int, warmup: int, iters: int) -
     }
 
 
-@dataclass
-class BenchmarkConfig:
-    """Keys of ``conf/benchmark.yaml`` (``python scripts/benchmark.py``)."""
-
-    mode: str = "speed"
-    models: List[str] = field(default_factory=lambda: ["dlinear", "autoformer", "etsformer", "dpad", "karma"])
-    datasets: List[str] = field(default_factory=lambda: ["etth1"])
-    horizons: List[int] = field(default_factory=lambda: [96])
-    overrides: List[str] = field(default_factory=list)
-    threads: int = 1
-    warmup: int = 3
-    iters: int = 20
-    seeds: List[int] = field(default_factory=lambda: [2021])
-    speed_csv: str = "benchmarks/speed.csv"
-    accuracy_csv: str = "benchmarks/accuracy.csv"
-    render: bool = True
-    dry_run: bool = False
-
-
 MODES = ("speed", "accuracy", "render")
 # keys of the reproduction command that say where rows go, not what was measured
 _NOT_IN_COMMAND = ("models", "datasets", "horizons", "speed_csv", "accuracy_csv", "render", "dry_run", "mode")
@@ -457,10 +436,3 @@ def measure_main(spec: str) -> None:
     """``scripts/benchmark.py --measure '<json>'``: one speed cell in this fresh process, as JSON."""
     args = json.loads(spec)
     print(json.dumps(measure_speed(args["overrides"], args["threads"], args["warmup"], args["iters"])))
-
-
-def register_schema() -> None:
-    """Store :class:`BenchmarkConfig` as ``benchmark_schema`` in Hydra's ConfigStore (idempotent)."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="benchmark_schema", node=BenchmarkConfig)
