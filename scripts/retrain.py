@@ -3,7 +3,7 @@
 
 Exit status: 0 when the retrain finished (promoted, rejected, or nothing new to train on), 1
 when it failed (the reason is logged to a FAILED ``retrain`` run; the champion is unchanged),
-75 when another retrain of the same name is running. See ``conf/retrain.yaml`` and
+75 when another retrain of the same name is running, 143 when SIGTERM stopped it. See ``conf/retrain.yaml`` and
 :mod:`forecast.pipelines.retrain`.
 """
 
@@ -20,17 +20,13 @@ register_configs()
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log files, not terminals
 
 
-def _terminate(signum, frame):
-    # SIGTERM (kill, systemd, Kubernetes) unwinds like Ctrl-C: the retrain run is marked FAILED
-    # and the lock released on the way out; the champion is never touched
-    raise SystemExit(128 + signum)
-
-
 @hydra.main(config_path="../conf", config_name="retrain", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from forecast.pipelines.retrain import retrain
+    from forecast.pipelines.retrain import request_stop, retrain
 
-    signal.signal(signal.SIGTERM, _terminate)
+    # SIGTERM (kill, systemd, Kubernetes) stops the retrain at its next safe point: the retrain
+    # run is marked FAILED, the lock released, the champion untouched; exit status 143
+    signal.signal(signal.SIGTERM, request_stop)
     with exit_on_error():  # a busy lock exits 75 ("busy: ..."), any other refusal 1
         result = retrain(cfg)
     print(f"{cfg.name}: {result['decision']}; {cfg.alias} is version {result['champion_version']}")

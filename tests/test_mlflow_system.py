@@ -48,6 +48,12 @@ SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # the lean server 
 
 
 # ------------------------------------------------------------------ processes
+def venv_env() -> dict:
+    """This environment with the interpreter's bin directory first on PATH: ``mlflow models
+    serve`` starts ``uvicorn`` by name, which an unactivated virtual environment does not find."""
+    return {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -131,7 +137,7 @@ def runs(server, tmp_path_factory):
     with open(log, "wb") as fh:
         serve = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/etth1-dlinear@champion",
                                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                                 stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ), start_new_session=True)
+                                 stdout=fh, stderr=subprocess.STDOUT, env=venv_env(), start_new_session=True)
     try:
         yield {**results, "serve": {"proc": serve, "url": f"http://127.0.0.1:{port}", "log": log}}
     finally:

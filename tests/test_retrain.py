@@ -198,13 +198,53 @@ def test_sigterm_during_training_keeps_the_champion_and_frees_the_lock(registry)
     proc.send_signal(signal.SIGTERM)
     out = "".join(seen) + proc.communicate(timeout=60)[0]
     assert "training the challenger" in out, out[-2000:]
-    assert proc.returncode != 0
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
     assert champion_forecast(tmp, source)[0] == version and versions(client, "syn-dlinear") == before
     experiment = client.get_experiment_by_name("retrain").experiment_id
     last = client.search_runs([experiment], "tags.kind = 'retrain'", order_by=["attributes.start_time DESC"])[0]
-    assert last.info.status == "FAILED" and "interrupted" in last.data.tags["error"]
+    assert last.info.status == "FAILED" and last.data.tags["error"] == "interrupted (SIGTERM)", out[-3000:]
     with rt.retrain_lock(tmp / "work" / "syn-dlinear" / "retrain.lock", "syn-dlinear"):
         pass  # free again
+
+
+@pytest.mark.parametrize("when", ["during training", "after training"])
+def test_a_stop_request_ends_the_retrain_at_a_safe_point_and_changes_nothing(registry, monkeypatch, when):
+    """The SIGTERM handler only sets a flag; the retrain raises at its next safe point, so no
+    tracking-store write is cut in half (the run is FAILED, not left RUNNING)."""
+    tmp, source = registry
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    version, forecast = champion_forecast(tmp, source)
+    before = versions(client, "syn-dlinear")
+    monkeypatch.setattr(rt, "_stop_signal", None)
+    batches = []
+
+    class SignalAtBatch3(rt.StopOnRequest):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            batches.append(batch_idx)
+            if len(batches) == 3 and when == "during training":
+                rt.request_stop(signal.SIGTERM)
+            super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+    monkeypatch.setattr(rt, "StopOnRequest", SignalAtBatch3)
+    if when == "after training":
+        from forecast.pipelines import train as train_pipeline
+        original = train_pipeline.run
+
+        def run_then_signal(cfg, callbacks=()):
+            metrics = original(cfg, callbacks)
+            rt.request_stop(signal.SIGTERM)
+            return metrics
+        monkeypatch.setattr(train_pipeline, "run", run_then_signal)
+    with pytest.raises(SystemExit) as stopped:
+        rt.retrain(retrain_config(tmp, source, "force=true"))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert len(batches) == 3 if when == "during training" else len(batches) > 3
+    assert champion_forecast(tmp, source)[0] == version and versions(client, "syn-dlinear") == before
+    experiment = client.get_experiment_by_name("retrain").experiment_id
+    last = client.search_runs([experiment], "tags.kind = 'retrain'", order_by=["attributes.start_time DESC"])[0]
+    assert last.info.status == "FAILED" and last.data.tags["error"] == "interrupted (SIGTERM)"
+    child = client.search_runs([experiment], f"tags.retrain_id = '{last.info.run_id}'")
+    assert [r.info.status for r in child] == ["FAILED" if when == "during training" else "FINISHED"]
 
 
 def test_two_retrains_at_once_one_runs_the_other_says_busy(registry):

@@ -30,6 +30,7 @@ import fcntl
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -62,6 +64,46 @@ class RetrainBusy(ForecastError):
 
     label = "busy"
     exit_code = EXIT_BUSY
+
+
+# ------------------------------------------------------------------ termination
+_stop_signal: int | None = None
+
+
+def request_stop(signum: int, frame=None) -> None:
+    """The SIGTERM handler of ``scripts/retrain.py``: remember the signal and return.
+
+    The retrain stops at its next safe point (:func:`check_stop`: between its steps, between
+    batches while the challenger trains). An exception raised from the handler itself would land
+    wherever the main thread happens to be, in the middle of a tracking-store write included,
+    which leaves the SQL session unusable and the retrain run RUNNING forever."""
+    global _stop_signal
+    _stop_signal = signum
+    log.warning("%s received: the retrain stops at its next safe point", signal.Signals(signum).name)
+
+
+def check_stop() -> None:
+    """Raise ``SystemExit(128 + signal)`` if a stop was requested (the shell's status for a
+    process ended by that signal)."""
+    if _stop_signal is not None:
+        raise SystemExit(128 + _stop_signal)
+
+
+class StopOnRequest(pl.Callback):
+    """Ends the challenger's training or testing at the next batch once a stop is requested
+    (Lightning marks the training run FAILED on the way out)."""
+
+    def on_fit_start(self, trainer, pl_module):
+        check_stop()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        check_stop()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        check_stop()
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        check_stop()
 
 
 # ------------------------------------------------------------------ lock
@@ -238,7 +280,9 @@ class RetrainRun:
         if self.run_id is None:
             self.start(tags or {})
         reason = str(error).strip() or type(error).__name__
-        if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        if _stop_signal is not None:
+            reason = f"interrupted ({signal.Signals(_stop_signal).name})"
+        elif isinstance(error, (KeyboardInterrupt, SystemExit)):
             reason = f"interrupted ({type(error).__name__}{': ' + str(error) if str(error) else ''})"
         self.tag(decision="failed", error=reason[:4900])
         self.client.set_terminated(self.run_id, "FAILED")
@@ -326,6 +370,7 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
             "source": str(cfg.source), "champion_before": serving or "none"}
     record.start(tags)
     try:
+        check_stop()
         client.log_dict(record.run_id, lineage, "data.json")
         retrain_id = record.run_id
         date_col = str(train_cfg.data.get("date_col", "date"))
@@ -356,9 +401,11 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
         log.info("training the challenger of '%s' on %s rows up to %s (%s); evaluating on %d windows from %s",
                  cfg.name, f"{origins[0]:,}", table.dates[origins[0] - 1], "warm-started" if warm else "from scratch",
                  len(origins), table.dates[origins[0]])
+        check_stop()
         started = time.perf_counter()
-        train_pipeline.run(train_cfg)
+        train_pipeline.run(train_cfg, callbacks=[StopOnRequest()])
         train_seconds = time.perf_counter() - started
+        check_stop()
 
         runs = client.search_runs([record.experiment_id], f"tags.retrain_id = '{retrain_id}'", max_results=1)
         if not runs or "model_uri" not in runs[0].data.tags:
@@ -382,6 +429,7 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
         scores = {who: score(pred, actual, std) for who, pred in predictions.items()}
         decision, improvement = decide(scores.get("champion"), scores["challenger"], cfg.metric, float(cfg.min_improvement))
 
+        check_stop()
         new = str(tracking.register(client, challenger_run.info.run_id, model_uri, cfg.name).version)
         figures = {f"{who}_{cfg.metric}": f"{s[cfg.metric]:.6g}" for who, s in scores.items()}
         version_tags = {"retrain_run_id": retrain_id, "retrain_decision": decision, "eval_metric": cfg.metric,
@@ -415,11 +463,13 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
         record.tag(decision=decision, challenger_version=new, champion_after=after,
                    challenger_run_id=challenger_run.info.run_id)
         client.log_metric(record.run_id, "total_seconds", time.perf_counter() - began)
+        check_stop()
         if promote:  # the one write that changes what serves: last, after everything else succeeded
             client.set_registered_model_alias(cfg.name, cfg.alias, new)
         client.set_terminated(record.run_id, "FINISHED")
     except BaseException as error:
         record.fail(error)
+        check_stop()  # Lightning ends a training on SIGTERM with a SystemExit of status 0; exit 128 + signal
         raise
     prune(work / "runs", KEEP_FOLDERS)
     summary = ", ".join(f"{who} {cfg.metric} {s[cfg.metric]:.4f}" for who, s in scores.items())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -158,8 +159,9 @@ def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int,
     return forecast_figure(windows, [names[c] for c in shown], title)
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
-    """Train and/or test one configuration; returns the test metrics (``test/mse``, …)."""
+def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
+    """Train and/or test one configuration; returns the test metrics (``test/mse``, …).
+    ``callbacks`` are added to the configured ones (a program's own, not part of the config)."""
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -172,7 +174,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         load_initial_weights(module, cfg.init_from)
     lineage = datamodule.lineage()
     logger = tracking.create_logger(cfg, lineage)
-    callbacks = build_callbacks(cfg, module.trainable, logged=logger is not None)
+    callbacks = build_callbacks(cfg, module.trainable, logged=logger is not None) + list(callbacks)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
     if logger is not None:
         tracking.log_config(logger, cfg, lineage)
