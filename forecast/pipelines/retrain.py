@@ -429,7 +429,7 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
         scores = {who: score(pred, actual, std) for who, pred in predictions.items()}
         decision, improvement = decide(scores.get("champion"), scores["challenger"], cfg.metric, float(cfg.min_improvement))
 
-        check_stop()
+        check_stop()  # the last safe point: from registration on, the retrain finishes (about a second)
         new = str(tracking.register(client, challenger_run.info.run_id, model_uri, cfg.name).version)
         figures = {f"{who}_{cfg.metric}": f"{s[cfg.metric]:.6g}" for who, s in scores.items()}
         version_tags = {"retrain_run_id": retrain_id, "retrain_decision": decision, "eval_metric": cfg.metric,
@@ -463,7 +463,6 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
         record.tag(decision=decision, challenger_version=new, champion_after=after,
                    challenger_run_id=challenger_run.info.run_id)
         client.log_metric(record.run_id, "total_seconds", time.perf_counter() - began)
-        check_stop()
         if promote:  # the one write that changes what serves: last, after everything else succeeded
             client.set_registered_model_alias(cfg.name, cfg.alias, new)
         client.set_terminated(record.run_id, "FINISHED")
