@@ -6,7 +6,6 @@ next ``pred_len`` steps (future timestamps, original scale) as CSV or Parquet, w
 history and the forecast beside it. See ``conf/predict.yaml``.
 """
 
-
 import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig

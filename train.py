@@ -3,7 +3,6 @@
 See ``conf/train.yaml`` for the groups and run-level keys, and the README for examples.
 """
 
-
 import hydra
 from omegaconf import DictConfig
 

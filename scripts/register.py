@@ -4,7 +4,6 @@ dataset and model by ``test/mse``, ``python scripts/register.py data=etth1 best=
 The name is ``<dataset>-<model>`` unless ``name=`` says otherwise. See ``conf/register.yaml``.
 """
 
-
 import hydra
 from omegaconf import DictConfig
 

@@ -3,8 +3,8 @@
 
 Exit status: 0 when the retrain finished (promoted, rejected, or nothing new to train on), 1
 when it failed (the reason is logged to a FAILED ``retrain`` run; the champion is unchanged),
-75 when another retrain of the same name is running, 143 when SIGTERM stopped it. See ``conf/retrain.yaml`` and
-:mod:`forecast.pipelines.retrain`.
+75 when another retrain of the same name is running, 143 when SIGTERM stopped it. See
+``conf/retrain.yaml`` and :mod:`forecast.pipelines.retrain`.
 """
 
 import os

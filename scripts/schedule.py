@@ -3,7 +3,6 @@
 SIGTERM; running jobs finish first. See :mod:`forecast.pipelines.schedule`.
 """
 
-
 import hydra
 from omegaconf import DictConfig
 

@@ -81,6 +81,11 @@ def retrain_command(tmp: Path, source: Path, *overrides: str) -> list[str]:
             f"eval_windows={WINDOWS}", *overrides]
 
 
+def latest_retrain_run(client):
+    experiment = client.get_experiment_by_name("retrain").experiment_id
+    return client.search_runs([experiment], "tags.kind = 'retrain'", order_by=["attributes.start_time DESC"])[0]
+
+
 def run_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
 
@@ -200,8 +205,7 @@ def test_sigterm_during_training_keeps_the_champion_and_frees_the_lock(registry)
     assert "training the challenger" in out, out[-2000:]
     assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
     assert champion_forecast(tmp, source)[0] == version and versions(client, "syn-dlinear") == before
-    experiment = client.get_experiment_by_name("retrain").experiment_id
-    last = client.search_runs([experiment], "tags.kind = 'retrain'", order_by=["attributes.start_time DESC"])[0]
+    last = latest_retrain_run(client)
     assert last.info.status == "FAILED" and last.data.tags["error"] == "interrupted (SIGTERM)", out[-3000:]
     with rt.retrain_lock(tmp / "work" / "syn-dlinear" / "retrain.lock", "syn-dlinear"):
         pass  # free again
@@ -240,10 +244,9 @@ def test_a_stop_request_ends_the_retrain_at_a_safe_point_and_changes_nothing(reg
     assert stopped.value.code == 128 + signal.SIGTERM
     assert len(batches) == 3 if when == "during training" else len(batches) > 3
     assert champion_forecast(tmp, source)[0] == version and versions(client, "syn-dlinear") == before
-    experiment = client.get_experiment_by_name("retrain").experiment_id
-    last = client.search_runs([experiment], "tags.kind = 'retrain'", order_by=["attributes.start_time DESC"])[0]
+    last = latest_retrain_run(client)
     assert last.info.status == "FAILED" and last.data.tags["error"] == "interrupted (SIGTERM)"
-    child = client.search_runs([experiment], f"tags.retrain_id = '{last.info.run_id}'")
+    child = client.search_runs([last.info.experiment_id], f"tags.retrain_id = '{last.info.run_id}'")
     assert [r.info.status for r in child] == ["FAILED" if when == "during training" else "FINISHED"]
 
 

@@ -370,7 +370,6 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
             "source": str(cfg.source), "champion_before": serving or "none"}
     record.start(tags)
     try:
-        check_stop()
         client.log_dict(record.run_id, lineage, "data.json")
         retrain_id = record.run_id
         date_col = str(train_cfg.data.get("date_col", "date"))
@@ -401,11 +400,10 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
         log.info("training the challenger of '%s' on %s rows up to %s (%s); evaluating on %d windows from %s",
                  cfg.name, f"{origins[0]:,}", table.dates[origins[0] - 1], "warm-started" if warm else "from scratch",
                  len(origins), table.dates[origins[0]])
-        check_stop()
+        check_stop()  # safe points: here, each batch of training and testing, and before registering
         started = time.perf_counter()
         train_pipeline.run(train_cfg, callbacks=[StopOnRequest()])
         train_seconds = time.perf_counter() - started
-        check_stop()
 
         runs = client.search_runs([record.experiment_id], f"tags.retrain_id = '{retrain_id}'", max_results=1)
         if not runs or "model_uri" not in runs[0].data.tags:
