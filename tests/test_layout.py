@@ -2,7 +2,9 @@
 
 import hashlib
 import re
+import shutil
 
+from forecast.pipelines.benchmark import render_readme
 from tests.conftest import ETTH1, REPO
 
 
@@ -18,3 +20,12 @@ def test_lightning_is_imported_through_one_namespace():
 
 def test_bundled_etth1_is_the_unmodified_published_file():
     assert hashlib.sha256(ETTH1.read_bytes()).hexdigest() == "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066"
+
+
+def test_benchmarks_readme_is_rendered_from_its_sources(tmp_path):
+    """benchmarks/README.md is generated: an edit to accuracy.csv, speed.csv or notes.md without
+    `python scripts/benchmark.py mode=render` leaves it stale."""
+    for name in ("accuracy.csv", "speed.csv", "notes.md"):
+        shutil.copy(REPO / "benchmarks" / name, tmp_path / name)
+    assert render_readme(tmp_path).read_text() == (REPO / "benchmarks" / "README.md").read_text(), \
+        "benchmarks/README.md is stale: run `python scripts/benchmark.py mode=render`"
