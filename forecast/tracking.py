@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import uuid
@@ -42,12 +44,32 @@ def model_name(cfg: DictConfig) -> str:
     return hydra_choice("model") or cfg.model._target_.rsplit(".", 1)[-1].lower()
 
 
+_SHELL_SAFE = re.compile(r"[\w@%+=:,./-]*", re.ASCII)   # words a POSIX shell (and zsh) reads as they are
+
+
+def shell_join(args) -> str:
+    """``args`` as one line that pastes into bash or zsh and gives the program the same argv:
+    plain words stay bare, others go in double quotes (Hydra's own style,
+    ``"ckpt_path='…/epoch=6-step=7504.ckpt'"``), or ``shlex.quote`` where double quotes would
+    still expand something."""
+    out = []
+    for arg in map(str, args):
+        if _SHELL_SAFE.fullmatch(arg) and arg:
+            out.append(arg)
+        elif not re.search(r'["$`\\!]', arg):
+            out.append(f'"{arg}"')
+        else:
+            out.append(shlex.quote(arg))
+    return " ".join(out)
+
+
 def command_line() -> str:
-    """The command that reproduces this run (``python train.py`` plus its overrides)."""
+    """The command that reproduces this run (``python train.py`` plus its overrides), quoted
+    so that it pastes into a shell."""
     if not HydraConfig.initialized():
         return ""
     hc = HydraConfig.get()
-    return " ".join(["python", f"{hc.job.name}.py", *hc.overrides.task])
+    return shell_join(["python", f"{hc.job.name}.py", *hc.overrides.task])
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -156,7 +178,7 @@ def sweep_parent(tracking_uri: str, experiment_name: str, sweep: str) -> str:
     hc = HydraConfig.get() if HydraConfig.initialized() else None
     name = os.environ.get(SWEEP_NAME_ENV) or f"sweep {Path(hc.sweep.dir).as_posix() if hc else sweep}"
     tags = {"sweep": sweep, "kind": "sweep", **code_tags(),
-            "command": " ".join(["python", Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "command": shell_join(["python", Path(sys.argv[0]).name, *sys.argv[1:]]),
             "mlflow.runName": name}
     if hc:
         tags["sweep_dir"] = str(hc.sweep.dir)

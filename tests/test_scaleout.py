@@ -309,7 +309,7 @@ def test_benchmark_script_writes_a_well_formed_speed_row(tmp_path):
     assert float(row["windows_per_s"]) == pytest.approx(32 / s_per_iter, rel=2e-3)
     assert float(row["s_per_epoch"]) == pytest.approx(s_per_iter * 268, rel=2e-3, abs=0.1)
     assert 0.1 < float(row["peak_memory_gb"]) < 8 and float(row["load_1min"]) >= 0
-    assert row["command"] == ("python scripts/benchmark.py models=[dlinear] datasets=[etth1] horizons=[24] "
+    assert row["command"] == ('python scripts/benchmark.py "models=[dlinear]" "datasets=[etth1]" "horizons=[24]" '
                               "warmup=1 iters=3 -- data.seq_len=48")
     readme = (folder / "README.md").read_text()
     assert "### CPU" in readme and f"`{row['command']}`" in readme

@@ -1,6 +1,7 @@
 """The training system end to end: the pipeline, the MLflow record, the real entry point."""
 
 import os
+import shlex
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import torch
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
+from forecast import tracking
 from forecast.pipelines.train import run
 from tests.conftest import REPO, sinusoid_frame
 
@@ -169,3 +171,31 @@ def test_record_appends_an_accuracy_row_beside_the_published_value(make_config, 
     readme = (folder / "README.md").read_text()
     mean, sd = rows["mse"].mean(), rows["mse"].std(ddof=1)
     assert f"| M | 48 | 24 | false | 32-true | 2 | {mean:.4f} ± {sd:.4f} |" in readme
+
+
+def test_a_row_recorded_from_a_checkpoint_counts_its_epochs_and_quotes_its_command(make_config, tmp_path):
+    record = tmp_path / "bench" / "accuracy.csv"
+    record.parent.mkdir()
+    run(make_config("trainer=debug", "trainer.max_epochs=3", "trainer.max_steps=6", "logger=none",
+                    "data.seq_len=48", "data.pred_len=24"))
+    ckpt = tmp_path / "epoch=2-step=6.ckpt"  # an '=' in the path: Hydra needs it quoted, so the shell does too
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").rename(ckpt)
+    override = f"ckpt_path='{ckpt}'"
+    run(make_config("trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24", "train=false",
+                    override, f"record={record}"))
+    row = pd.read_csv(record).iloc[0]
+    assert row["epochs"] == 3  # the tested weights' training, not the 0 epochs of this test-only run
+    assert f'"{override}"' in row["command"]
+    assert override in shlex.split(row["command"])  # and the shell hands it back as Hydra needs it
+
+
+@pytest.mark.parametrize("args", [
+    ["python", "train.py", "seed=1", "models=[dlinear,karma]", "ckpt_path='out/epoch=6-step=7504.ckpt'"],
+    ["~model.dropout", "tags.note=a b", "x=$HOME", 'q="quoted"', "back`tick`", "bang!", "", "+trainer.precision=bf16-mixed"],
+])
+def test_shell_join_gives_bash_the_same_arguments(args):
+    line = tracking.shell_join(args)
+    out = subprocess.run(["bash", "-c", f"printf '%s\\0' {line}"], capture_output=True, text=True, check=True).stdout
+    assert out.split("\0")[:-1] == args
+    if args[0] == "python":  # plain words stay bare; the rest read as Hydra's docs write them
+        assert line == 'python train.py seed=1 "models=[dlinear,karma]" "ckpt_path=\'out/epoch=6-step=7504.ckpt\'"'

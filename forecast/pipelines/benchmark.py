@@ -201,7 +201,8 @@ def render_readme(folder: Path) -> Path:
         "Generated from `accuracy.csv` and `speed.csv` by `forecast.pipelines.benchmark.render_readme`",
         "(`python scripts/benchmark.py mode=render`); every row comes from the command in its `command`",
         "column, on the machine and date given. MSE/MAE are on the z-scored data over every test window",
-        "(the papers' convention); `Δ mse` is relative to the published value.",
+        "(the papers' convention); `Δ mse` is relative to the published value; `epochs` counts the",
+        "epochs that trained the tested weights (0: not trained, e.g. the classical baselines).",
         "",
     ]
     if rows:
@@ -224,7 +225,7 @@ def render_readme(folder: Path) -> Path:
                   "--threads N -- <overrides>` come from the script `scripts/benchmark.py` replaced, with the same",
                   "mechanics (5 warm-up and 50 timed steps; for D-PAD the mean also counted the short last batches of its",
                   "17-batch epochs); today's equivalent is",
-                  "`python scripts/benchmark.py models=[<model>] threads=N warmup=5 iters=50 -- <overrides>`.",
+                  "`python scripts/benchmark.py \"models=[<model>]\" threads=N warmup=5 iters=50 -- <overrides>`.",
                   ""]
         lines += _speed_tables(speed)
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -362,8 +363,8 @@ def _cell_command(model: str, dataset: str, horizon: int, overrides) -> str:
     given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     kept = [o for o in given if o.lstrip("+~").split("=", 1)[0] not in (*_NOT_IN_COMMAND, "overrides")]
     train = ["--", *map(str, overrides)] if overrides else []
-    return " ".join(["python scripts/benchmark.py", f"models=[{model}]", f"datasets=[{dataset}]", f"horizons=[{horizon}]",
-                     *kept, *train])
+    return tracking.shell_join(["python", "scripts/benchmark.py", f"models=[{model}]", f"datasets=[{dataset}]",
+                                f"horizons=[{horizon}]", *kept, *train])
 
 
 def run(cfg: DictConfig, script: Path, repo: Path) -> int:
@@ -414,7 +415,7 @@ def run(cfg: DictConfig, script: Path, repo: Path) -> int:
             for seed in cfg.seeds:
                 command = [sys.executable, "train.py", *cell, f"seed={seed}", f"record={accuracy_csv}",
                            f"num_threads={cfg.threads}", "trainer.enable_progress_bar=false", *extra]
-                print(" ".join(["python", *command[1:]]), flush=True)
+                print(tracking.shell_join(["python", *command[1:]]), flush=True)
                 if cfg.dry_run:
                     continue
                 proc = subprocess.run(command, cwd=repo, env=env)

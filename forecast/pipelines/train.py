@@ -120,6 +120,14 @@ def best_checkpoint(trainer: pl.Trainer) -> str:
     return ""
 
 
+def trained_epochs(ckpt_path: str | None) -> int:
+    """How many epochs trained the weights of a Lightning checkpoint (its ``epoch`` counts from
+    0), 0 without one: the ``epochs`` of a row recorded by testing a checkpoint."""
+    if not ckpt_path:
+        return 0
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
+
+
 def plot_decomposition(network, datamodule: ForecastDataModule, title: str):
     """Trend/seasonal/residual figure of the training split, for a network that decomposes it
     (``network.training_decomposition(channels)``, e.g. the classical baselines); else None."""
@@ -222,7 +230,7 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
                     log.info("MLflow model %s%s", logged["model_uri"],
                              f" registered as {logged['name']} version {logged['version']}" if "name" in logged else "")
         if cfg.record and metrics and trainer.is_global_zero:
-            record_accuracy(cfg, metrics, epochs=trainer.current_epoch if fitted else 0)
+            record_accuracy(cfg, metrics, epochs=trainer.current_epoch if fitted else trained_epochs(cfg.ckpt_path))
         if logger is not None and trainer.is_global_zero:
             uri = str(cfg.logger.tracking_uri)
             where = tracking.comparison_view_url(uri, logger.experiment_id) if uri.startswith("http") \
