@@ -44,7 +44,7 @@ def model_name(cfg: DictConfig) -> str:
     return hydra_choice("model") or cfg.model._target_.rsplit(".", 1)[-1].lower()
 
 
-_SHELL_SAFE = re.compile(r"[\w@%+=:,./-]*", re.ASCII)   # words a POSIX shell (and zsh) reads as they are
+_SHELL_SAFE = re.compile(r"[\w@%+=:,./-]+", re.ASCII)   # words a POSIX shell (and zsh) reads as they are
 
 
 def shell_join(args) -> str:
@@ -54,7 +54,7 @@ def shell_join(args) -> str:
     still expand something."""
     out = []
     for arg in map(str, args):
-        if _SHELL_SAFE.fullmatch(arg) and arg:
+        if _SHELL_SAFE.fullmatch(arg):
             out.append(arg)
         elif not re.search(r'["$`\\!]', arg):
             out.append(f'"{arg}"')

@@ -113,13 +113,14 @@ def main() -> None:
     import torch
 
     from forecast.pipelines.benchmark import machine
+    from forecast.tracking import shell_join
 
     torch.set_num_threads(1)  # as in the measuring processes, so machine() reports it
 
     lines = [
         "# Building every ETTm1 training window",
         "",
-        f"`python scripts/bench_windows.py {' '.join(sys.argv[1:])}`, {dt.date.today().isoformat()}, "
+        f"`{shell_join(['python', 'scripts/bench_windows.py', *sys.argv[1:]])}`, {dt.date.today().isoformat()}, "
         f"{machine()}, 1-minute load average at the start {load:.2f}. "
         f"ETTm1 train split, seq_len {args.seq_len}, pred_len {args.pred_len}, batch {args.batch_size}, "
         f"shuffled; best of {args.repeats} fresh processes each. `added MB` is the peak RSS above the RSS "
