@@ -74,11 +74,14 @@ def file_sha256(path: Path) -> str:
 
 def _read_frame(path: Path) -> pd.DataFrame:
     if not path.exists():
+        from forecast.data.catalog import for_path  # the catalogue reads files through this module
+
+        known = for_path(path)
+        fix = (f"Fix: python scripts/download_data.py {known.name} (fetches it to where data={known.name} looks), or "
+               "point FORECAST_DATA_DIR at a folder that holds it" if known else "Fix: set data.path to an existing file")
         raise DataError(
             f"{path}: file not found (resolved to {path.resolve()}). Relative paths are read "
-            "from the directory you run in. Fix: set data.path to an existing file, or point "
-            "FORECAST_DATA_DIR at the folder that holds the benchmark files "
-            "(ETT-small/, exchange_rate/, illness/; only ETTh1 is bundled, in data/)."
+            f"from the directory you run in. {fix}."
         )
     if path.is_dir():
         raise DataError(f"{path}: is a directory, not a file. Fix: set data.path to a CSV or Parquet file.")
