@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from forecast.config import register_configs
-from forecast.errors import exit_on_error
+from forecast.errors import config_errors, exit_on_error
 
 register_configs()
 
@@ -22,4 +22,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_error(), config_errors():  # a misspelt key or a bad setting: one line with the fix
+        main()

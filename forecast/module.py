@@ -24,7 +24,8 @@ class ForecastModule(pl.LightningModule):
     ``test/loss`` criterion, the one early stopping and checkpoints watch. ``target_mean``/``target_std``/``mase_scale`` (one value per
     target channel) let the metrics report errors on the original scale.
 
-    Logged keys: ``train/loss``, ``val/loss``, ``val/mse``…, ``test/mse``, ``test/mae``,
+    Logged keys: ``train/loss``, ``val/loss``, ``val/mse``…, ``test/loss`` (only where the
+    criterion is not the MSE, which ``test/mse`` already is), ``test/mse``, ``test/mae``,
     ``test/mae_orig``, ``test/rmse_orig``, ``test/mase_orig``, ``test/smape_orig``.
     """
 
@@ -90,7 +91,8 @@ class ForecastModule(pl.LightningModule):
     def _log_epoch(self, stage: str) -> None:
         """Log the stage's epoch loss (and metrics), reduced over every batch and process."""
         loss = self.losses[f"{stage}_loss"]  # ("train" would shadow ModuleDict.train)
-        if loss.update_count:
+        # test/loss would repeat test/mse when the criterion is the MSE
+        if loss.update_count and not (stage == "test" and isinstance(self.eval_loss, nn.MSELoss)):
             self.log(f"{stage}/loss", loss.compute(), prog_bar=stage != "test")
         loss.reset()
         if stage in self.metrics:

@@ -93,10 +93,95 @@ def code_tags() -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(dirty).lower()}
 
 
+_STORES_READY: set[str] = set()
+
+
+def open_store(tracking_uri: str) -> None:
+    """Create (and migrate) a SQLite tracking store once, under a lock, before any run writes to it.
+
+    MLflow creates a SQLite store's tables on its first connection; processes started together
+    on a new file (a parallel sweep, several terminals, parallel trials) race on that and die
+    with "duplicate column name" or an alembic_version mismatch. The first to take the lock on
+    the store's folder creates the tables; the others wait, then find them. Servers and other
+    stores need nothing. Quiet: no "Creating initial MLflow database tables" chatter."""
+    if tracking_uri in _STORES_READY or not tracking_uri.startswith("sqlite:///"):
+        return
+    import logging
+
+    from mlflow import MlflowClient
+
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    folder = Path(tracking_uri[len("sqlite:///"):]).resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; stores there are created by one process at a time
+        fcntl = None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if fcntl:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        MlflowClient(tracking_uri).search_experiments(max_results=1)  # creates or migrates the tables
+    finally:
+        os.close(fd)  # releases the lock
+    _STORES_READY.add(tracking_uri)
+
+
+def client(tracking_uri: str):
+    """An ``MlflowClient`` on ``tracking_uri``, its store created safely first (:func:`open_store`)."""
+    from mlflow import MlflowClient
+
+    open_store(tracking_uri)
+    return MlflowClient(tracking_uri)
+
+
 def experiment_id(client, name: str) -> str:
     """The id of the experiment ``name``, created when it does not exist yet."""
     experiment = client.get_experiment_by_name(name)
     return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+# Trainer settings that can cut a run short of its protocol (a smoke run: trainer=debug).
+_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "max_steps", "fast_dev_run", "overfit_batches")
+
+
+def _limited(key: str, value) -> bool:
+    """Whether a trainer setting (a config value, or its text as a logged param) cuts a run short."""
+    text = str(value).strip().lower()
+    if value is None or text in ("", "none", "null", "false"):
+        return False
+    if key.startswith("limit_"):  # an int counts batches; a float is a fraction of them (1.0: all)
+        return not ("." in text and float(text) >= 1.0)
+    if key == "max_steps":
+        return float(text) >= 0
+    return text not in ("0", "0.0")  # fast_dev_run, overfit_batches
+
+
+def debug_reasons(cfg: DictConfig) -> list[str]:
+    """The settings that make a run a smoke/debug run (``trainer=debug``: two batches), e.g.
+    ``["trainer.max_steps=2", "trainer.limit_train_batches=2"]``; empty for a real run."""
+    trainer = cfg.get("trainer") or {}
+    return [f"trainer.{k}={trainer.get(k)}" for k in _LIMITS if _limited(k, trainer.get(k))]
+
+
+def run_is_debug(run) -> bool:
+    """Whether an MLflow run was a smoke/debug run: its ``debug`` tag, or for runs logged before
+    that tag existed, the trainer limits among its params."""
+    tag = run.data.tags.get("debug")
+    if tag is not None:
+        return tag == "true"
+    params = run.data.params
+    return any(_limited(k, params[f"trainer.{k}"]) for k in _LIMITS if f"trainer.{k}" in params)
+
+
+def mark_debug(cfg: DictConfig) -> list[str]:
+    """For a debug run: its logger writes to ``<experiment>-debug`` instead of the experiment of
+    results, and one line says so. Returns :func:`debug_reasons`."""
+    reasons = debug_reasons(cfg)
+    if reasons and cfg.get("logger") and "experiment_name" in cfg.logger and not str(cfg.logger.experiment_name).endswith("-debug"):
+        cfg.logger.experiment_name = f"{cfg.logger.experiment_name}-debug"
+    return reasons
 
 
 def run_tags(cfg: DictConfig, lineage: dict) -> dict[str, str]:
@@ -122,6 +207,7 @@ def run_tags(cfg: DictConfig, lineage: dict) -> dict[str, str]:
     tags["refit"] = str(cfg.model.get("refit") or "none")
     tags["experiment"] = hydra_choice("experiment") or "none"
     tags["command"] = command_line()
+    tags["debug"] = str(bool(debug_reasons(cfg))).lower()  # a smoke run: never ranked, registered or recorded
     tags.update({str(k): str(v) for k, v in cfg.tags.items()})
     return tags
 
@@ -146,6 +232,7 @@ def create_logger(cfg: DictConfig, lineage: dict) -> MLFlowLogger | None:
     of a Hydra multirun is created as a child of its sweep's parent run."""
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return None
+    open_store(str(cfg.logger.tracking_uri))
     tags = run_tags(cfg, lineage)
     sweep = sweep_id()
     if sweep and rank_zero_only.rank == 0 and "mlflow.parentRunId" not in tags:  # an explicit parent (a retrain) wins
@@ -168,11 +255,9 @@ def sweep_parent(tracking_uri: str, experiment_name: str, sweep: str) -> str:
     Found by its ``sweep`` tag, so jobs in several processes (a parallel launcher) share it; a
     sweep over datasets gets one parent per dataset experiment (MLflow nests runs only within
     an experiment)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    experiment = experiment_id(client, experiment_name)
-    found = client.search_runs([experiment], filter_string=f"tags.sweep = '{sweep}'", max_results=1)
+    store = client(tracking_uri)
+    experiment = experiment_id(store, experiment_name)
+    found = store.search_runs([experiment], filter_string=f"tags.sweep = '{sweep}'", max_results=1)
     if found:
         return found[0].info.run_id
     hc = HydraConfig.get() if HydraConfig.initialized() else None
@@ -182,7 +267,7 @@ def sweep_parent(tracking_uri: str, experiment_name: str, sweep: str) -> str:
             "mlflow.runName": name}
     if hc:
         tags["sweep_dir"] = str(hc.sweep.dir)
-    return client.create_run(experiment, tags=tags).info.run_id
+    return store.create_run(experiment, tags=tags).info.run_id
 
 
 class SweepCallback(Callback):
@@ -200,23 +285,22 @@ class SweepCallback(Callback):
         logger = config.get("logger")
         if not sweep or not logger or "tracking_uri" not in logger:
             return
-        from mlflow import MlflowClient
-
-        client = MlflowClient(str(logger.tracking_uri))
-        experiments = [e.experiment_id for e in client.search_experiments()]
-        for parent in client.search_runs(experiments, filter_string=f"tags.sweep = '{sweep}'"):
-            children = client.search_runs([parent.info.experiment_id],
-                                          filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-            client.set_tag(parent.info.run_id, "jobs", str(len(children)))
+        store = client(str(logger.tracking_uri))
+        experiments = [e.experiment_id for e in store.search_experiments()]
+        for parent in store.search_runs(experiments, filter_string=f"tags.sweep = '{sweep}'"):
+            children = store.search_runs([parent.info.experiment_id],
+                                         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+            store.set_tag(parent.info.run_id, "jobs", str(len(children)))
             failed = any(c.info.status == "FAILED" for c in children)
-            client.set_terminated(parent.info.run_id, "FAILED" if failed else "FINISHED")
+            store.set_terminated(parent.info.run_id, "FAILED" if failed else "FINISHED")
 
 
 @rank_zero_only
 def log_config(logger: MLFlowLogger, cfg: DictConfig, lineage: dict) -> None:
-    """Params (the flattened resolved config), ``config.yaml`` and ``data.json`` (file, digest,
-    rows and split borders of the data the run saw)."""
-    logger.log_hyperparams(flatten(cfg))
+    """Params (the flattened resolved config, less the run's own output folders, which differ
+    between any two runs and would crowd the UI's "Show diff only" view), ``config.yaml`` (all of
+    it) and ``data.json`` (file, digest, rows and split borders of the data the run saw)."""
+    logger.log_hyperparams({k: v for k, v in flatten(cfg).items() if not k.endswith(".dirpath")})
     logger.experiment.log_text(logger.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
     logger.experiment.log_dict(logger.run_id, lineage, "data.json")
 
@@ -323,6 +407,11 @@ def register(client, run_id: str, model_uri: str, name: str, alias: str | None =
     import mlflow
 
     run = client.get_run(run_id)
+    if run_is_debug(run):
+        from forecast.errors import ConfigError
+
+        raise ConfigError(f"run {run_id} is a debug run (its trainer limits batches or steps: a smoke test, not a "
+                          "result): it is never registered. Fix: train without trainer=debug or trainer.limit_*/max_steps.")
     tags = {k: run.data.tags[k] for k in COMPARISON_TAGS if k in run.data.tags}
     tags.update({k.replace("/", "_"): f"{v:.6g}" for k, v in run.data.metrics.items() if k in ("test/mse", "test/mae")})
     tags["run_id"] = run_id

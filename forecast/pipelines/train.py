@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 
 from forecast import tracking
 from forecast.data.datamodule import ForecastDataModule
-from forecast.errors import ConfigError, ForecastError
+from forecast.errors import ConfigError, config_error
 from forecast.module import ForecastModule
 from forecast.pipelines.benchmark import record_accuracy
 from forecast.plots import decomposition_figure, forecast_figure, shown_channels
@@ -30,6 +30,8 @@ warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 # ForecastModule logs torchmetrics results, already reduced over the DDP processes: sync_dist would add nothing
 warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed setting.*")
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda record: "litlogger" not in record.getMessage())  # an advert
+logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)  # "Validating input example against model signature"
 
 
 def build_data(cfg: DictConfig) -> ForecastDataModule:
@@ -40,7 +42,10 @@ def build_data(cfg: DictConfig) -> ForecastDataModule:
     its last incomplete batch), written into the config so the logged config says so."""
     if cfg.paper_compat:
         cfg.data.drop_last_test = True
-    datamodule: ForecastDataModule = instantiate(cfg.data)
+    try:
+        datamodule: ForecastDataModule = instantiate(cfg.data)
+    except InstantiationException as error:
+        raise config_error(error) from None
     datamodule.load()
     cfg.data.enc_in = datamodule.enc_in
     cfg.data.mark_dim = datamodule.mark_dim
@@ -50,10 +55,8 @@ def build_data(cfg: DictConfig) -> ForecastDataModule:
 def build_module(cfg: DictConfig, datamodule: ForecastDataModule) -> ForecastModule:
     try:
         network = instantiate(cfg.model)
-    except InstantiationException as error:  # a network's own check: its message, not Hydra's wrapper
-        if isinstance(error.__cause__, ForecastError):
-            raise error.__cause__ from None
-        raise
+    except InstantiationException as error:  # a network's own check, or a key it does not take: one line with the fix
+        raise config_error(error) from None
     return ForecastModule(
         network,
         loss=instantiate(cfg.module.loss) if cfg.module.loss else None,
@@ -176,6 +179,14 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
 
     # Everything that can reject the input happens before the logger exists, so a run that
     # fails validation leaves no trace in MLflow.
+    debug = tracking.mark_debug(cfg)
+    if debug:
+        for key in ("record", "register"):
+            if cfg.get(key):
+                raise ConfigError(f"{key}={cfg[key]} refuses a debug run ({', '.join(debug)}: a smoke test, not a result). "
+                                  f"Fix: drop {key}=, or train without trainer=debug and the trainer's batch/step limits.")
+        log.info("debug run (%s): logged to experiment '%s' with tag debug=true; never ranked, registered or recorded",
+                 ", ".join(debug), cfg.logger.experiment_name if cfg.get("logger") else "none")
     datamodule = build_data(cfg)
     module = build_module(cfg, datamodule)
     if cfg.get("init_from"):
