@@ -100,7 +100,9 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
 
 
 def figure(table: pd.DataFrame, title: str):
-    """Grouped bars of the best test MSE per model for each horizon; published values as ticks."""
+    """Grouped bars of the best test MSE per model for each horizon, centred on the horizon's
+    label whichever models it has; published values as black ticks; the legend outside the axes
+    so that it never covers a bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,21 +110,29 @@ def figure(table: pd.DataFrame, title: str):
 
     horizons = sorted(table["horizon"].unique()) if not table.empty else []
     models = table.sort_values(["horizon", "rank"]).drop_duplicates("model")["model"].tolist() if not table.empty else []
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 0.5 * len(models) * max(len(horizons), 1)), 3.6))
-    width = 0.8 / max(len(models), 1)
-    for i, model in enumerate(models):
-        rows = table[table["model"] == model].set_index("horizon")
-        xs = [j + (i - (len(models) - 1) / 2) * width for j, h in enumerate(horizons) if h in rows.index]
-        ys = [rows.loc[h, "mse"] for h in horizons if h in rows.index]
-        ax.bar(xs, ys, width=width * 0.95, label=model)
-        papers = [rows.loc[h, "paper_mse"] for h in horizons if h in rows.index]
-        ax.scatter(xs, papers, marker="_", s=200, color="black", zorder=3,
-                   label="published" if i == 0 else None)
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    most = max((table["horizon"] == h).sum() for h in horizons) if horizons else 1
+    width = 0.8 / max(most, 1)
+    fig, ax = plt.subplots(figsize=(max(5.0, 2.6 + 0.45 * most * max(len(horizons), 1)), 3.6))
+    for j, h in enumerate(horizons):
+        rows = table[table["horizon"] == h].set_index("model")
+        present = [m for m in models if m in rows.index]
+        for k, model in enumerate(present):
+            x = j + (k - (len(present) - 1) / 2) * width
+            ax.bar(x, rows.loc[model, "mse"], width=width * 0.95, color=colours[model])
+            if not pd.isna(rows.loc[model, "paper_mse"]):
+                ax.scatter([x], [rows.loc[model, "paper_mse"]], marker="_", s=200, color="black", zorder=3)
     ax.set_xticks(range(len(horizons)), [f"H={h}" for h in horizons])
+    ax.set_xlim(-0.5, max(len(horizons), 1) - 0.5)
     ax.set_ylabel("test MSE (z-scored)")
     ax.set_title(title, fontsize=11)
     if models:
-        ax.legend(fontsize=7, ncol=min(len(models) + 1, 4), loc="upper left")
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+
+        handles = [Patch(color=colours[m], label=m) for m in models]
+        handles.append(Line2D([], [], marker="_", markersize=14, color="black", linestyle="", label="published"))
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.grid(axis="y", color="0.9")
     ax.set_axisbelow(True)
     fig.tight_layout()
