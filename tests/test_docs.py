@@ -141,7 +141,7 @@ def test_mkdocs_builds_strictly_with_the_api_page(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     for name in ("forecast.pipelines.train.run", "forecast.data.datamodule.ForecastDataModule",
-                 "forecast.module.ForecastModule", "forecast.serving.ForecastModel"):
+                 "forecast.module.ForecastModule", "forecast.serving", "forecast.metrics"):
         assert f'id="{name}"' in api, f"{name} is not on the API page"
     for page in ("getting-started", "data", "models/karma", "mlflow", "adding-a-model"):
         assert (tmp_path / "site" / page / "index.html").is_file()
