@@ -29,4 +29,4 @@ test-slow: setup  # the long trainings marked slow (paper schedules), run manual
 	$(THREADS) $(PY) -m pytest -q -m slow $(ARGS)
 
 docs: setup
-	$(PY) -m mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
