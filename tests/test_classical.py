@@ -493,3 +493,22 @@ def test_every_classical_model_runs_through_train_py_with_the_metric_keys_of_dli
         assert (r.data.tags["refit"] != "none") == (name not in ("naive", "seasonalnaive", "drift")), name
         plots = {a.path for a in client.list_artifacts(r.info.run_id, "plots")}
         assert plots == {"plots/forecast.png", "plots/decomposition.png"}, name
+
+
+# ------------------------------------------------------------------ registered models keep loading
+
+
+@pytest.mark.parametrize("name", ["seasonalnaive", "holtwinters"])
+def test_a_model_pickled_by_an_earlier_release_loads_and_forecasts_identically(name):
+    """A served classical model is the pickled network object (``forecast.serving.write_artifacts``);
+    these were pickled before ``forecast/models/classical`` was split into one file per model
+    (``tests/fixtures/classical/make.py``), so they name the classes by the package path."""
+    from forecast.serving import load_network
+
+    fixtures = REPO / "tests" / "fixtures" / "classical"
+    network = load_network(str(fixtures / f"{name}.pt"), cfg=None)
+    saved = np.load(fixtures / "forecasts.npz")
+    with torch.no_grad():
+        out = network(torch.from_numpy(saved["x"])).numpy()
+    np.testing.assert_array_equal(out, saved[name])
+    assert (network.workers, network.progress) == (1, False)
