@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from torch import nn
+from forecast.errors import ConfigError
 
 _SIMPLE = (int, float, bool, str)
 
@@ -219,16 +219,25 @@ def signature_schema(cls: type, exclude: tuple[str, ...] = ()) -> type:
 
 
 def network_classes() -> dict[str, type]:
-    """Every network of ``forecast.models`` by lower-case class name: the public ``nn.Module``
-    classes that declare the network contract (``uses_time_features``), not their sub-blocks."""
+    """Every network of ``forecast.models`` (subpackages included) by lower-case class name: the
+    public subclasses of :class:`forecast.models.base.Network` defined there, outside modules
+    named ``base``. Each is checked against the contract (:func:`~forecast.models.base.check_network`):
+    a class that misses a required part raises ``ContractError`` naming it and the part."""
     import forecast.models
+    from forecast.models.base import Network, check_network
 
-    found = {}
-    for info in pkgutil.iter_modules(forecast.models.__path__):
-        module = importlib.import_module(f"forecast.models.{info.name}")
+    found: dict[str, type] = {}
+    for info in pkgutil.walk_packages(forecast.models.__path__, "forecast.models."):
+        if info.name.rsplit(".", 1)[-1] == "base":
+            continue
+        module = importlib.import_module(info.name)
         for name, obj in vars(module).items():
-            if (inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__
-                    and not name.startswith("_") and hasattr(obj, "uses_time_features")):
+            if (inspect.isclass(obj) and issubclass(obj, Network) and obj.__module__ == module.__name__
+                    and not name.startswith("_")):
+                check_network(obj)
+                if name.lower() in found:
+                    raise ConfigError(f"two networks are named '{name.lower()}': {found[name.lower()].__module__}.{name} "
+                                      f"and {module.__name__}.{name}. Fix: rename one (the name selects conf/model/<name>.yaml).")
                 found[name.lower()] = obj
     return found
 

@@ -1,14 +1,17 @@
 """Small networks for tests of the training system."""
 
-from torch import nn
+from forecast.models.base import Network
 
 
-class LastValue(nn.Module):
+class LastValue(Network):
     """Repeats the last observed value over the horizon: no trainable parameters."""
 
-    def __init__(self, pred_len: int):
+    uses_time_features = False
+    channel_independent = True
+
+    def __init__(self, seq_len: int, pred_len: int):
         super().__init__()
-        self.pred_len = pred_len
+        self.seq_len, self.pred_len = seq_len, pred_len
 
     def forward(self, x, x_mark=None, y_mark=None):
         return x[:, -1:, :].expand(-1, self.pred_len, -1)

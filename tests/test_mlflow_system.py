@@ -10,7 +10,6 @@ rejection of bad history files against independent computations.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -35,10 +34,11 @@ from hydra.types import RunMode
 from mlflow import MlflowClient
 from omegaconf import OmegaConf, open_dict, read_write
 
-from forecast import tracking
+from forecast import leaderboard, tracking
 from forecast.data.timefeatures import time_features
 from forecast.errors import DataError
 from forecast.pipelines.train import build_data, run
+from forecast.registry import register_run
 from tests.conftest import CONF, ETTH1, REPO, compose_config, sinusoid_frame
 
 H, L = 24, 48
@@ -252,13 +252,6 @@ def test_hydra_multirun_jobs_are_children_of_one_parent_run(server, tmp_path):
 
 
 # ------------------------------------------------------------------ leaderboard
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _fake_run(client, experiment_id, model, horizon, mse, status="FINISHED", paper_compat="false"):
     r = client.create_run(experiment_id, tags={"dataset": "etth1", "model": model, "horizon": str(horizon),
                                                "seq_len": str(L), "features": "M", "paper_compat": paper_compat})
@@ -279,12 +272,11 @@ def test_leaderboard_picks_the_best_run_per_cell_from_mlflow(server, runs, tmp_p
     published = tmp_path / "published.csv"
     published.write_text("model,dataset,features,seq_len,pred_len,mse,mae,source\n"
                          f"dlinear,etth1,M,{L},{H},0.5,0.45,a test row\n")
-    compare = _script("compare")
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("compare", overrides=["data=etth1", f"published={published}", f"out_dir={tmp_path / 'lb'}",
                                             f"tracking_uri={server['uri']}"])
-    result = compare.compare(cfg)
+    result = leaderboard.compare(cfg)
     table = result["table"]
     assert list(zip(table["horizon"], table["model"])) == [
         (H, m) for m in sorted(real, key=lambda m: real[m].data.metrics["test/mse"])] + [(48, "seasonalnaive")]
@@ -309,30 +301,29 @@ def test_leaderboard_picks_the_best_run_per_cell_from_mlflow(server, runs, tmp_p
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("compare", overrides=["data=etth1", f"pred_len={H}", f"out_dir={tmp_path / 'lb'}", "log=false",
                                             f"tracking_uri={server['uri']}"])
-    only = compare.compare(cfg)["table"]
+    only = leaderboard.compare(cfg)["table"]
     assert set(only["horizon"]) == {H} and len(only) == 2 and (tmp_path / "lb" / f"leaderboard-etth1-{H}.md").exists()
 
 
-def test_register_script_registers_the_best_run_of_a_model_or_a_given_run(server, runs):
+def test_register_run_registers_the_best_run_of_a_model_or_a_given_run(server, runs):
     client = _client(server)
     real = {r.data.tags["model"]: r for r in _etth1_runs(client)}
-    register = _script("register")
 
     def cfg(*overrides):
         GlobalHydra.instance().clear()
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             return compose("register", overrides=[f"tracking_uri={server['uri']}", *overrides])
 
-    version = register.register(cfg("data=etth1", "best=seasonalnaive", "name=etth1-promoted", "alias=staging"))
+    version = register_run(cfg("data=etth1", "best=seasonalnaive", "name=etth1-promoted", "alias=staging"))
     assert version.run_id == real["seasonalnaive"].info.run_id
     assert client.get_model_version_by_alias("etth1-promoted", "staging").version == version.version
-    again = register.register(cfg(f"run_id={real['dlinear'].info.run_id}", "name=etth1-promoted", "alias=staging"))
+    again = register_run(cfg(f"run_id={real['dlinear'].info.run_id}", "name=etth1-promoted", "alias=staging"))
     assert int(again.version) == int(version.version) + 1
     assert client.get_model_version_by_alias("etth1-promoted", "staging").run_id == real["dlinear"].info.run_id
     from forecast.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no finished run of model 'karma' on 'etth1'"):
-        register.register(cfg("data=etth1", "best=karma"))
+        register_run(cfg("data=etth1", "best=karma"))
 
 
 # ------------------------------------------------------------------ forecasting

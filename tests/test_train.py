@@ -29,7 +29,8 @@ def test_parameter_free_network_is_only_tested_and_scored_exactly(make_config, w
     frame = sinusoid_frame(n=600, channels=2, noise=0.5)
     path = write_csv(frame)
     cfg = make_config("data=csv", f"data.path={path}", "data.seq_len=24", "data.pred_len=12")
-    cfg.model = OmegaConf.create({"_target_": "tests.helpers.LastValue", "pred_len": "${data.pred_len}"})
+    cfg.model = OmegaConf.create({"_target_": "tests.helpers.LastValue", "seq_len": "${data.seq_len}",
+                                  "pred_len": "${data.pred_len}"})
     metrics = run(cfg)
 
     values = frame[["ch0", "OT"]].to_numpy()

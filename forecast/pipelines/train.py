@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from forecast import tracking
 from forecast.data.datamodule import ForecastDataModule
 from forecast.errors import ConfigError, ForecastError
+from forecast.models.base import Network
 from forecast.module import ForecastModule
 from forecast.pipelines.benchmark import record_accuracy
 from forecast.plots import decomposition_figure, forecast_figure, shown_channels
@@ -128,7 +129,7 @@ def trained_epochs(ckpt_path: str | None) -> int:
     return int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
 
 
-def plot_decomposition(network, datamodule: ForecastDataModule, title: str):
+def plot_decomposition(network: Network, datamodule: ForecastDataModule, title: str):
     """Trend/seasonal/residual figure of the training split, for a network that decomposes it
     (``network.training_decomposition(channels)``, e.g. the classical baselines); else None."""
     first = datamodule.enc_in - datamodule.c_out  # input position of the first target channel
@@ -196,12 +197,11 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
         best = best_checkpoint(trainer) if fitted else ""
         metrics: dict[str, float] = {}
         if cfg.test:
-            if hasattr(module.network, "fit_training"):
-                # networks estimated on the training split outside fit (classical baselines: refit=once,
-                # default periods from the frequency, the scaler for multiplicative models)
-                train = datamodule.splits["train"]
-                module.network.fit_training(datamodule.values[train.start : train.end], freq=datamodule.table.freq,
-                                            scaler=datamodule.scaler)
+            # what a network estimates on the training split outside fit (classical baselines: refit=once,
+            # default periods from the frequency, the scaler for multiplicative models); a no-op for most
+            train = datamodule.splits["train"]
+            module.network.fit_training(datamodule.values[train.start : train.end], freq=datamodule.table.freq,
+                                        scaler=datamodule.scaler)
             # the best validation checkpoint after fitting (the weights as they stand when
             # paper_compat reproduces a reference that tested its last epoch); else the given
             # checkpoint, if any
@@ -209,8 +209,9 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
             trainer.test(module, datamodule=datamodule,
                          ckpt_path=(best if best and not last_epoch else None) if fitted else cfg.ckpt_path)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-            if hasattr(module.network, "diagnostics"):  # e.g. fallbacks and warnings of statsmodels fits
-                extra = reduce_diagnostics(trainer, module.network.diagnostics())
+            diagnostics = module.network.diagnostics()  # e.g. fallbacks and warnings of statsmodels fits
+            if diagnostics:
+                extra = reduce_diagnostics(trainer, diagnostics)
                 metrics.update(extra)
                 if logger is not None:
                     logger.log_metrics(extra)
@@ -218,11 +219,10 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
                 figure = plot_windows(module, datamodule, cfg.plot_windows, tracking.run_name(cfg))
                 tracking.log_figure(logger, figure, "plots/forecast.png")
                 plt.close(figure)
-                if hasattr(module.network, "training_decomposition"):
-                    figure = plot_decomposition(module.network, datamodule, tracking.run_name(cfg))
-                    if figure is not None:
-                        tracking.log_figure(logger, figure, "plots/decomposition.png")
-                        plt.close(figure)
+                figure = plot_decomposition(module.network, datamodule, tracking.run_name(cfg))
+                if figure is not None:
+                    tracking.log_figure(logger, figure, "plots/decomposition.png")
+                    plt.close(figure)
                 if best:
                     tracking.log_artifact(logger, best, "checkpoints")
                 if cfg.log_model or cfg.register:  # the tested weights, config and scaler as a servable pyfunc
