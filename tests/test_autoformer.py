@@ -9,7 +9,7 @@ import torch
 from forecast.layers.autocorrelation import AutoCorrelation, AutoCorrelationLayer, mean_correlation, time_delay_aggregation
 from forecast.layers.dropout import Dropout
 from forecast.models.autoformer import Autoformer
-from tests.test_train import _runs, _train_py
+from tests.helpers import runs_of, train_py
 
 
 def direct_correlation(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

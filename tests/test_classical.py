@@ -421,7 +421,7 @@ def test_training_decomposition_sums_back_to_the_series_in_the_data_units():
 
 def test_seasonal_naive_through_the_pipeline_scores_the_closed_form(make_config, write_csv):
     from forecast.pipelines.train import run
-    from tests.conftest import sinusoid_frame
+    from tests.helpers import sinusoid_frame
 
     frame = sinusoid_frame(n=600, channels=2, noise=0.5)
     path = write_csv(frame)
@@ -438,7 +438,7 @@ def test_seasonal_naive_through_the_pipeline_scores_the_closed_form(make_config,
 
 def test_fallbacks_are_counted_in_the_run_metrics(make_config, write_csv):
     from forecast.pipelines.train import run
-    from tests.conftest import sinusoid_frame
+    from tests.helpers import sinusoid_frame
 
     frame = sinusoid_frame(n=600, channels=2, noise=0.3)  # around 10: positive
     frame.loc[560:, "OT"] -= 30.0  # the end of the test period drops below zero
@@ -467,7 +467,7 @@ def test_every_classical_model_runs_through_train_py_with_the_metric_keys_of_dli
     """One Hydra sweep over every model (and DLinear) on a tiny file: two test windows each."""
     from mlflow import MlflowClient
 
-    from tests.conftest import sinusoid_frame
+    from tests.helpers import sinusoid_frame
 
     sinusoid_frame(n=500, channels=2, noise=0.3).to_csv(tmp_path / "tiny.csv", index=False)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "1"}

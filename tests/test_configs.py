@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from forecast.pipelines.train import build_callbacks, build_data, build_module
-from tests.conftest import CONF, ETTH1
+from tests.helpers import CONF, ETTH1
 
 CLASSICAL = "forecast.models.classical."  # the parameter-free networks (statsmodels baselines)
 GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("data", "model", "trainer", "schedule", "logger", "experiment")}

@@ -7,7 +7,7 @@ import torch
 from forecast.data.datamodule import ForecastDataModule
 from forecast.models.dlinear import DLinear
 from forecast.module import ForecastModule
-from tests.conftest import sinusoid_frame
+from tests.helpers import sinusoid_frame
 
 
 @pytest.mark.parametrize("individual", [False, True])

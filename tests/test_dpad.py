@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from forecast.layers.morphology import MorphologicalDecomposition, sift_step
 from forecast.layers.normalization import RevIN
 from forecast.models.dpad import DPAD, GroupBatchNorm
-from tests.test_train import _runs, _train_py
+from tests.helpers import runs_of, train_py
 
 T = 336
 t = torch.arange(T, dtype=torch.float64)

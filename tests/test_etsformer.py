@@ -17,7 +17,7 @@ from forecast.layers.exponential_smoothing import (
 )
 from forecast.models.etsformer import ETSformer
 from forecast.module import ForecastModule
-from tests.test_train import _runs, _train_py
+from tests.helpers import runs_of, train_py
 
 
 def recursion(values: torch.Tensor, alpha: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from forecast.layers.wavelet import coefficients_length, dwt, idwt
 from forecast.losses import TimeFrequencyLoss
 from forecast.models.karma import ATCD, KARMA
 from forecast.module import ForecastModule
-from tests.test_train import _runs, _train_py
+from tests.helpers import runs_of, train_py
 
 
 def scan_inputs(b, T, E, N, dtype=torch.float32, seed=0):

@@ -39,7 +39,7 @@ from forecast.data.timefeatures import time_features
 from forecast.errors import DataError
 from forecast.pipelines.train import build_data, run
 from forecast.registry import register_run
-from tests.conftest import CONF, ETTH1, REPO, compose_config, sinusoid_frame
+from tests.helpers import CONF, ETTH1, REPO, compose_config, sinusoid_frame
 
 H, L = 24, 48
 COMMON = ["trainer=debug", f"data.seq_len={L}", f"data.pred_len={H}", "trainer.enable_progress_bar=false", "num_threads=1"]

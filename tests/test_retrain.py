@@ -32,7 +32,7 @@ from forecast.pipelines import retrain as rt
 from forecast.pipelines.predict import load_model
 from forecast.registry import retrain_history
 
-from .conftest import CONF, REPO
+from tests.helpers import CONF, REPO
 
 SEQ, H, WINDOWS = 96, 24, 4
 TRAIN = ["model=dlinear", "data=csv", f"data.seq_len={SEQ}", f"data.pred_len={H}", "trainer.max_epochs=8",

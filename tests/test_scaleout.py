@@ -23,7 +23,7 @@ from forecast.config import mixed_precision
 from forecast.errors import ConfigError
 from forecast.pipelines.benchmark import SPEED_COLUMNS, render_readme, split_train_overrides
 from forecast.pipelines.train import build_data, build_module, run
-from tests.conftest import CONF, REPO, sinusoid_frame
+from tests.helpers import CONF, REPO, sinusoid_frame
 
 METRICS = ("test/mse", "test/mae", "test/mae_orig", "test/rmse_orig", "test/mase_orig", "test/smape_orig", "test/loss")
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from forecast import tracking
+from forecast.config import Recommendation, model_recommendations
 from forecast.data.datamodule import ForecastDataModule
 from forecast.errors import ConfigError, ForecastError
 from forecast.models.base import Network
@@ -168,6 +169,23 @@ def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int,
     return forecast_figure(windows, [names[c] for c in shown], title)
 
 
+def report_recommendations(cfg: DictConfig) -> list[Recommendation]:
+    """Log one line per setting the model file makes outside ``model:`` (the run's look-back,
+    epochs, schedule…), applied or overridden, with its reason (:func:`forecast.config.model_recommendations`)."""
+    model = tracking.model_name(cfg)
+    found = model_recommendations(cfg, model)
+    for item in found:
+        log.info(item.line(model))
+    return found
+
+
+def tag_recommendations(logger, found: list[Recommendation]) -> None:
+    """``recommends.<key>`` tags: ``<value>: <why>``, or ``not applied (<value>): <why>`` when overridden."""
+    for item in found:
+        value = str(item.value) if item.applied else f"not applied ({item.value}; this run: {item.current})"
+        logger.experiment.set_tag(logger.run_id, f"recommends.{item.key}", f"{value}: {item.why}"[:5000])
+
+
 def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
     """Train and/or test one configuration; returns the test metrics (``test/mse``, …).
     ``callbacks`` are added to the configured ones (a program's own, not part of the config)."""
@@ -177,6 +195,7 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
 
     # Everything that can reject the input happens before the logger exists, so a run that
     # fails validation leaves no trace in MLflow.
+    recommendations = report_recommendations(cfg)
     datamodule = build_data(cfg)
     module = build_module(cfg, datamodule)
     if cfg.get("init_from"):
@@ -189,6 +208,8 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
         tracking.log_config(logger, cfg, lineage)
         tracking.log_dataset(logger, datamodule, lineage)
         tracking.log_comparison_view(logger)
+        if trainer.is_global_zero:
+            tag_recommendations(logger, recommendations)
 
     try:
         fitted = bool(cfg.train and module.trainable)
