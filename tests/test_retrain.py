@@ -20,8 +20,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
@@ -32,7 +30,7 @@ from forecast.pipelines import retrain as rt
 from forecast.pipelines.predict import load_model
 from forecast.registry import retrain_history
 
-from tests.helpers import CONF, REPO
+from tests.helpers import REPO, compose
 
 SEQ, H, WINDOWS = 96, 24, 4
 TRAIN = ["model=dlinear", "data=csv", f"data.seq_len={SEQ}", f"data.pred_len={H}", "trainer.max_epochs=8",
@@ -55,10 +53,8 @@ def append(path: Path, frame: pd.DataFrame) -> None:
 
 
 def retrain_config(tmp: Path, source: Path, *overrides: str, name: str = "syn-dlinear"):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("retrain", overrides=[f"name={name}", f"source={source}", f"tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
-                                            f"work_dir={tmp / 'work' / name}", f"eval_windows={WINDOWS}", *overrides])
+    cfg = compose("retrain", overrides=[f"name={name}", f"source={source}", f"tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+                                        f"work_dir={tmp / 'work' / name}", f"eval_windows={WINDOWS}", *overrides])
     with_train = OmegaConf.create({"train": TRAIN})
     return OmegaConf.merge(cfg, with_train) if not any(o.startswith("train=") for o in overrides) else cfg
 
