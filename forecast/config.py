@@ -318,8 +318,9 @@ def model_recommendations(cfg: DictConfig, model: str, conf_dir: Path | None = N
     applies them after the data/trainer/schedule groups and before experiments and the command
     line, which override them. Each such key must have a reason in the file's ``recommends:``
     block (``tests/test_models.py`` checks it), so none is silent: every run reports each one, as
-    applied (``sets``) or overridden (``recommends … this run keeps …``), in its log and as MLflow
-    tags ``recommends.<key>``. Empty when there is no such file (a network built elsewhere)."""
+    applied (``sets``) or overridden (``recommends … this run keeps …``), in its log and in the MLflow
+    tag ``recommends`` (the reasons are also params, ``recommends.<key>``, with the rest of the
+    config). Empty when there is no such file (a network built elsewhere)."""
     path = (conf_dir or CONF_DIR) / "model" / f"{model}.yaml"
     if not path.is_file():
         return []

@@ -179,11 +179,11 @@ def report_recommendations(cfg: DictConfig) -> list[Recommendation]:
     return found
 
 
-def tag_recommendations(logger, found: list[Recommendation]) -> None:
-    """``recommends.<key>`` tags: ``<value>: <why>``, or ``not applied (<value>): <why>`` when overridden."""
-    for item in found:
-        value = str(item.value) if item.applied else f"not applied ({item.value}; this run: {item.current})"
-        logger.experiment.set_tag(logger.run_id, f"recommends.{item.key}", f"{value}: {item.why}"[:5000])
+def tag_recommendations(logger, found: list[Recommendation], model: str) -> None:
+    """The ``recommends`` tag: the report's lines (``none`` when the model file makes no setting
+    outside ``model:``), on every run so that the runs' tag columns line up."""
+    lines = "\n".join(item.line(model) for item in found) or "none"
+    logger.experiment.set_tag(logger.run_id, "recommends", lines[:5000])
 
 
 def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
@@ -209,7 +209,7 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
         tracking.log_dataset(logger, datamodule, lineage)
         tracking.log_comparison_view(logger)
         if trainer.is_global_zero:
-            tag_recommendations(logger, recommendations)
+            tag_recommendations(logger, recommendations, tracking.model_name(cfg))
 
     try:
         fitted = bool(cfg.train and module.trainable)
