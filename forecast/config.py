@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from torch import nn
+from forecast.errors import ConfigError
 
 _SIMPLE = (int, float, bool, str)
 
@@ -66,6 +66,7 @@ class TrainConfig:
     init_from: Optional[str] = None
     paper_compat: bool = False
     paper_quirks: PaperQuirks = field(default_factory=PaperQuirks)
+    recommends: Dict[str, str] = field(default_factory=dict)  # set by the model file: see model_recommendations()
     plot_windows: int = 3
     record: Optional[str] = None
     tags: Dict[str, str] = field(default_factory=dict)
@@ -219,16 +220,25 @@ def signature_schema(cls: type, exclude: tuple[str, ...] = ()) -> type:
 
 
 def network_classes() -> dict[str, type]:
-    """Every network of ``forecast.models`` by lower-case class name: the public ``nn.Module``
-    classes that declare the network contract (``uses_time_features``), not their sub-blocks."""
+    """Every network of ``forecast.models`` (subpackages included) by lower-case class name: the
+    public subclasses of :class:`forecast.models.base.Network` defined there, outside modules
+    named ``base``. Each is checked against the contract (:func:`~forecast.models.base.check_network`):
+    a class that misses a required part raises ``ContractError`` naming it and the part."""
     import forecast.models
+    from forecast.models.base import Network, check_network
 
-    found = {}
-    for info in pkgutil.iter_modules(forecast.models.__path__):
-        module = importlib.import_module(f"forecast.models.{info.name}")
+    found: dict[str, type] = {}
+    for info in pkgutil.walk_packages(forecast.models.__path__, "forecast.models."):
+        if info.name.rsplit(".", 1)[-1] == "base":
+            continue
+        module = importlib.import_module(info.name)
         for name, obj in vars(module).items():
-            if (inspect.isclass(obj) and issubclass(obj, nn.Module) and obj.__module__ == module.__name__
-                    and not name.startswith("_") and hasattr(obj, "uses_time_features")):
+            if (inspect.isclass(obj) and issubclass(obj, Network) and obj.__module__ == module.__name__
+                    and not name.startswith("_")):
+                check_network(obj)
+                if name.lower() in found:
+                    raise ConfigError(f"two networks are named '{name.lower()}': {found[name.lower()].__module__}.{name} "
+                                      f"and {module.__name__}.{name}. Fix: rename one (the name selects conf/model/<name>.yaml).")
                 found[name.lower()] = obj
     return found
 
@@ -247,6 +257,92 @@ def compose_train(overrides: list[str]) -> DictConfig:
         return compose("train", overrides=list(overrides))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=list(overrides))
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One setting outside ``model:`` that a model file recommends (see :func:`model_recommendations`)."""
+
+    key: str          # dotted key, or "schedule" for the schedule group
+    value: Any        # what the model file sets
+    current: Any      # what the run uses
+    why: str
+
+    @property
+    def applied(self) -> bool:
+        return self.current == self.value
+
+    def line(self, model: str) -> str:
+        if self.applied:
+            return f"model={model} sets {self.key}={_show(self.value)}: {self.why}"
+        return f"model={model} recommends {self.key}={_show(self.value)} ({self.why}); this run keeps {_show(self.current)}"
+
+
+def _show(value) -> str:
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def _leaves(node, prefix: str) -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_leaves(value, f"{prefix}.{key}"))
+        return out
+    return {prefix: node}
+
+
+def model_file_settings(path: Path) -> dict[str, Any]:
+    """What a ``conf/model`` file sets besides its network: ``{dotted key: value}`` of every top-level
+    node but ``model``, ``defaults`` and ``recommends`` (the leaves, so partial nodes compare), and
+    ``schedule`` for an ``override /schedule`` in its defaults list."""
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    settings: dict[str, Any] = {}
+    for key, node in raw.items():
+        if key not in ("model", "defaults", "recommends"):
+            settings.update(_leaves(node, key))
+    for entry in raw.get("defaults", []):
+        if isinstance(entry, dict):
+            for group, option in entry.items():
+                if group.startswith("override /"):
+                    settings[group[len("override /"):]] = option
+    return settings
+
+
+def model_recommendations(cfg: DictConfig, model: str, conf_dir: Path | None = None) -> list[Recommendation]:
+    """The settings outside ``model:`` that ``conf/model/<model>.yaml`` makes, with why.
+
+    A model file may set data, trainer, module, callbacks and schedule keys for its network (the
+    look-back of a classical baseline, ETSformer's epochs, clipping and warm-up schedule); Hydra
+    applies them after the data/trainer/schedule groups and before experiments and the command
+    line, which override them. Each such key must have a reason in the file's ``recommends:``
+    block (``tests/test_models.py`` checks it), so none is silent: every run reports each one, as
+    applied (``sets``) or overridden (``recommends … this run keeps …``), in its log and in the MLflow
+    tag ``recommends`` (the reasons are also params, ``recommends.<key>``, with the rest of the
+    config). Empty when there is no such file (a network built elsewhere)."""
+    path = (conf_dir or CONF_DIR) / "model" / f"{model}.yaml"
+    if not path.is_file():
+        return []
+    from forecast.tracking import hydra_choice
+
+    settings = model_file_settings(path)
+    reasons = OmegaConf.load(path).get("recommends") or {}
+    found = []
+    for key, why in reasons.items():
+        key = str(key)
+        if key == "schedule":
+            value = settings.get("schedule")
+            current = hydra_choice("schedule") or value  # outside a Hydra app the group choice is not known
+        else:
+            value = {k[len(key) + 1:]: v for k, v in settings.items() if k.startswith(key + ".")} or settings.get(key)
+            node = OmegaConf.select(cfg, key, default=None)
+            if isinstance(value, dict):
+                current = {k: OmegaConf.select(cfg, f"{key}.{k}", default=None) for k in value}
+            else:
+                current = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+        found.append(Recommendation(key, value, current, str(why)))
+    return found
 
 
 def register_configs() -> None:

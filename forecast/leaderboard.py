@@ -1,4 +1,5 @@
-"""The leaderboard: the best MLflow run per model and horizon of one dataset.
+"""The leaderboard: the best MLflow run per model and horizon of one dataset
+(``python scripts/compare.py data=<dataset>``, :func:`compare`).
 
 Runs are found by their tags (``dataset``, ``features``, ``paper_compat``, ``horizon``: the
 tags every training run carries), so runs in any experiment count; only finished runs with a
@@ -16,13 +17,15 @@ import pandas as pd
 
 from forecast.pipelines.benchmark import published
 
+REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["horizon", "rank", "model", "seq_len", "mse", "mae", "paper_mse", "paper_mae", "delta_mse", "run_id",
            "run_name", "experiment_id", "runs"]
 
 
 def search(client, dataset: str, features: str = "M", pred_len: int | None = None,
            paper_compat: bool | None = False) -> pd.DataFrame:
-    """Every finished run of ``dataset`` with a ``test/mse``, best first (one row per run)."""
+    """Every finished run of ``dataset`` with a ``test/mse``, best first (one row per run): the
+    one place that decides which runs a leaderboard compares."""
     filters = ["attributes.status = 'FINISHED'", f"tags.dataset = '{dataset}'", f"tags.features = '{features}'"]
     if pred_len is not None:
         filters.append(f"tags.horizon = '{int(pred_len)}'")
@@ -137,3 +140,51 @@ def figure(table: pd.DataFrame, title: str):
     ax.set_axisbelow(True)
     fig.tight_layout()
     return fig
+
+
+def write_report(out_dir: Path, stem: str, table: pd.DataFrame, markdown: str, figure) -> dict[str, Path]:
+    """``<stem>.md``, ``<stem>.csv`` and ``<stem>.png`` under ``out_dir`` (created); closes the figure."""
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "png": out_dir / f"{stem}.png"}
+    paths["md"].write_text(markdown)
+    table.to_csv(paths["csv"], index=False)
+    figure.savefig(paths["png"], dpi=110)
+    plt.close(figure)
+    return paths
+
+
+def compare(cfg) -> dict:
+    """``scripts/compare.py data=<dataset>``: the leaderboard of ``cfg.data`` (every horizon, or
+    ``cfg.pred_len``) from the runs at ``cfg.tracking_uri``, printed, written as Markdown, CSV and
+    PNG under ``cfg.out_dir`` and (``cfg.log``) logged to a run of ``cfg.experiment_name``.
+    Returns ``{"table", "paths", "run_id"}``. Which runs count is decided by :func:`search`."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(cfg.tracking_uri)
+    published_csv = Path(cfg.published) if cfg.published else REPO / "benchmarks" / "published.csv"
+    dataset, features = str(cfg.data.name), str(cfg.data.features)
+    runs = search(client, dataset, features, cfg.pred_len, cfg.paper_compat)
+    table = best_per_cell(runs, dataset, features, published_csv)
+    stem = f"leaderboard-{dataset}" + (f"-{cfg.pred_len}" if cfg.pred_len else "")
+    title = f"{dataset} ({features}" + (f", H={cfg.pred_len}" if cfg.pred_len else "") + \
+        (", paper_compat" if cfg.paper_compat else "") + f"): best of {len(runs)} runs"
+    markdown = to_markdown(table, title)
+    paths = write_report(Path(cfg.out_dir), stem, table, markdown, figure(table, title))
+    print(markdown)
+    run_id = None
+    if cfg.log:
+        mlflow.set_tracking_uri(cfg.tracking_uri)
+        mlflow.set_experiment(cfg.experiment_name)
+        tags = {"kind": "leaderboard", "dataset": dataset, "features": features,
+                "horizon": str(cfg.pred_len or "all"), "paper_compat": str(cfg.paper_compat).lower()}
+        with mlflow.start_run(run_name=stem, tags=tags) as run:
+            mlflow.log_param("runs_compared", len(runs))
+            mlflow.log_metrics({f"{r.model}/{r.horizon}/test_mse": float(r.mse) for r in table.itertuples()})
+            for path in paths.values():
+                mlflow.log_artifact(str(path))
+            run_id = run.info.run_id
+        print(f"logged to run {run_id} of experiment '{cfg.experiment_name}'")
+    return {"table": table, "paths": paths, "run_id": run_id}

@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from forecast.metrics import ForecastMetrics
+from forecast.models.base import Network, check_network
 
 EVAL_STAGES = ("val", "test")
 
@@ -31,7 +32,7 @@ class ForecastModule(pl.LightningModule):
 
     def __init__(
         self,
-        network: nn.Module,
+        network: Network,
         loss: nn.Module | None = None,
         eval_loss: nn.Module | None = None,
         optimizer: Callable | None = None,
@@ -43,6 +44,7 @@ class ForecastModule(pl.LightningModule):
         mase_scale=None,
     ):
         super().__init__()
+        check_network(type(network))  # the hooks below are called through the contract
         self.network = network
         self.loss = loss if loss is not None else nn.MSELoss()
         self.eval_loss = eval_loss if eval_loss is not None else self.loss
@@ -112,8 +114,8 @@ class ForecastModule(pl.LightningModule):
 
     def configure_optimizers(self):
         # networks that give their parameters roles (ETSformer's smoothing rates) name the groups
-        groups = getattr(self.network, "param_groups", None)
-        optimizer = self.optimizer_factory(groups() if groups else self.parameters())
+        groups = self.network.param_groups()
+        optimizer = self.optimizer_factory(groups if groups is not None else self.parameters())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

@@ -1,4 +1,5 @@
-"""Figures: forecast against actual values for a few test windows; the decomposition of a series."""
+"""Figures: forecast against actual values for a few test windows or evaluation cutoffs; the
+decomposition of a series; the history of retrains."""
 
 from __future__ import annotations
 
@@ -69,5 +70,44 @@ def decomposition_figure(dates, parts: dict[str, np.ndarray], channels: list[str
             label.set_rotation(30)
     if title:
         fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def cutoffs_figure(table, cutoffs: list[int], outputs: list[str], predictions: dict, seq_len: int, pred_len: int,
+                   title: str) -> plt.Figure:
+    """The windows of a rolling-origin evaluation (:mod:`forecast.evaluation`): the last
+    look-back before each cutoff, the actual values and each model's forecast
+    (``predictions``: ``{label: [W, H, len(outputs)]}``, data units) of a ``TimeSeriesTable``."""
+    shown = shown_channels(len(outputs))
+    index = [table.columns.index(outputs[c]) for c in shown]
+    keep = min(seq_len, max(2 * pred_len, 96))
+    windows = []
+    for w, cutoff in enumerate(cutoffs):
+        windows.append({
+            "history_dates": table.dates[cutoff - keep:cutoff], "history": table.values[cutoff - keep:cutoff][:, index],
+            "dates": table.dates[cutoff:cutoff + pred_len], "actual": table.values[cutoff:cutoff + pred_len][:, index],
+            "forecast": {who: pred[w][:, shown] for who, pred in sorted(predictions.items(), reverse=True)},
+        })
+    return forecast_figure(windows, [outputs[c] for c in shown], title)
+
+
+def retrain_history_figure(table, name: str, decided: tuple[str, ...] = ("first", "promoted", "rejected")) -> plt.Figure:
+    """The decision metric of champion and challenger per retrain (:func:`forecast.registry.history`);
+    promotions marked, failed retrains as red lines."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    done = table[table["decision"].isin(decided)]
+    ax.plot(done["started"], done["champion_score"], "o-", color="0.4", label="champion")
+    ax.plot(done["started"], done["challenger_score"], "s--", color="tab:blue", label="challenger")
+    for decision, marker in (("promoted", "^"), ("first", "*")):
+        rows = done[done["decision"] == decision]
+        ax.scatter(rows["started"], rows["challenger_score"], marker=marker, s=90, color="tab:green", zorder=3, label=decision)
+    failed = table[table["decision"] == "failed"]
+    for when in failed["started"]:
+        ax.axvline(when, color="tab:red", lw=0.8, ls=":")
+    ax.set_ylabel(table["metric"].iloc[0] if len(table) else "")
+    ax.set_title(f"{name}: retrains (red lines: failed)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
     fig.tight_layout()
     return fig

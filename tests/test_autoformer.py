@@ -1,15 +1,16 @@
-"""Autoformer: Auto-Correlation against direct computations, the network's contract, and a
-run through the real entry point."""
+"""Autoformer: Auto-Correlation against direct computations and what is specific to the network
+(label_len, the horizon calendar, bf16); the contract, gradients and learning are in the model
+suite (tests/test_models.py)."""
 
 import math
 
 import pytest
 import torch
 
+from forecast.errors import ConfigError
 from forecast.layers.autocorrelation import AutoCorrelation, AutoCorrelationLayer, mean_correlation, time_delay_aggregation
 from forecast.layers.dropout import Dropout
 from forecast.models.autoformer import Autoformer
-from tests.test_train import _runs, _train_py
 
 
 def direct_correlation(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -118,39 +119,6 @@ def test_output_shape(L, label_len, H, C, M):
         assert model.train(training)(x, x_mark, y_mark).shape == (3, H, C)
 
 
-# Biases whose gradient is zero by construction: a constant added to every query or key shifts
-# every correlation equally (the softmax ignores it), and the seasonal norm subtracts the time
-# mean after its bias. (Without dropout, the encoder's value and output biases join them: the
-# decomposition after them removes constants.)
-STRUCTURALLY_ZERO = {"correlation.query.bias", "correlation.key.bias", "encoder_norm.norm.bias", "decoder_norm.norm.bias"}
-
-
-def _structurally_zero(name: str) -> bool:
-    return any(name.endswith(suffix) for suffix in STRUCTURALLY_ZERO)
-
-
-def test_gradients_reach_every_parameter_and_the_seed_fixes_the_output():
-    def build():
-        torch.manual_seed(3)
-        return small(seq_len=32, pred_len=8, enc_in=3)
-
-    model = build()
-    x, x_mark, y_mark = torch.randn(4, 32, 3), torch.rand(4, 32, 4), torch.rand(4, 8, 4)
-    torch.manual_seed(5)
-    out = model(x, x_mark, y_mark)
-    out.square().mean().backward()
-    scale = max(p.grad.abs().max() for p in model.parameters())
-    live = {n for n, p in model.named_parameters() if p.grad.abs().max() > 1e-5 * scale}
-    dead = {n for n, _ in model.named_parameters()} - live
-    assert dead and all(_structurally_zero(n) for n in dead), dead
-    assert all(not _structurally_zero(n) for n in live), live  # and every other parameter learns
-    again = build()
-    torch.manual_seed(5)
-    torch.testing.assert_close(again(x, x_mark, y_mark), out, rtol=0, atol=0)  # dropout included
-    model.eval()
-    torch.testing.assert_close(model(x, x_mark, y_mark), model(x, x_mark, y_mark), rtol=0, atol=0)
-
-
 def test_the_decoder_uses_the_horizon_calendar():
     model = small(seq_len=32, pred_len=8, enc_in=2).eval()
     x, x_mark, y_mark = torch.randn(1, 32, 2), torch.rand(1, 32, 4), torch.rand(1, 8, 4)
@@ -168,11 +136,15 @@ def test_bf16_autocast_runs_and_stays_close_to_float32():
     assert (low.float() - high).abs().max() < 0.05 * high.abs().max()
 
 
-def test_bad_hyperparameters_fail_clearly():
-    with pytest.raises(ValueError, match="label_len must be between 0 and seq_len"):
-        small(seq_len=16, pred_len=4, enc_in=1, label_len=20)
-    with pytest.raises(ValueError, match="divisible by n_heads"):
-        small(seq_len=16, pred_len=4, enc_in=1, n_heads=3)
+@pytest.mark.parametrize("kw,message", [
+    (dict(label_len=20), r"label_len must be between 0 and seq_len \(16\), got 20\. Fix: set model.label_len"),
+    (dict(n_heads=3), r"divisible by n_heads \(3\)\. Fix:"),
+    (dict(activation="tanh"), r"model.activation='tanh' is not one of .*Fix:"),
+    (dict(moving_avg=0), r"model.moving_avg=0 must be a positive integer\. Fix:"),
+])
+def test_bad_hyperparameters_fail_with_the_fix(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        small(seq_len=16, pred_len=4, enc_in=1, **kw)
 
 
 def test_cpu_dropout_drops_at_rate_p_and_keeps_the_expectation():
@@ -186,13 +158,3 @@ def test_cpu_dropout_drops_at_rate_p_and_keeps_the_expectation():
     out.sum().backward()
     torch.testing.assert_close(x.grad, (out != 0).float() / 0.95)
     assert torch.equal(layer.eval()(x), x)
-
-
-def test_train_py_runs_autoformer(tmp_path):
-    proc = _train_py(tmp_path, "model=autoformer", "model.d_model=16", "model.n_heads=2", "model.d_ff=32",
-                     "data.pred_len=24", "hydra.run.dir=out")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
-    assert [r.info.run_name for r in runs] == ["autoformer-etth1-96-24"]
-    assert runs[0].data.params["model.label_len"] == "None"
-    assert runs[0].data.metrics["test/mse"] > 0

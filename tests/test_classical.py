@@ -80,10 +80,11 @@ def test_every_classical_model_is_a_discovered_parameter_free_network_with_a_con
     assert set(CLASSICAL) <= set(found)
     for name in CLASSICAL:
         cls = found[name]
-        assert cls.__module__ == "forecast.models.classical" and (CONF / "model" / f"{name}.yaml").exists()
+        assert cls.__module__.startswith("forecast.models.classical.") and (CONF / "model" / f"{name}.yaml").exists()
+        assert getattr(cl, cls.__name__) is cls  # the package path of served models pickled before the split
         assert cls.uses_time_features is False and cls.channel_independent is True
         assert not list(cls(seq_len=336, pred_len=24, periods=[24]).parameters())
-    assert not {"_classical", "_estimated", "_smoothing"} & set(found)  # the shared bases are not networks
+    assert not {"classical", "estimated", "smoothing"} & set(found)  # the shared bases (classical/base.py) are not networks
 
 
 def test_test_targets_are_the_same_windows_whatever_the_look_back():
@@ -421,7 +422,7 @@ def test_training_decomposition_sums_back_to_the_series_in_the_data_units():
 
 def test_seasonal_naive_through_the_pipeline_scores_the_closed_form(make_config, write_csv):
     from forecast.pipelines.train import run
-    from tests.conftest import sinusoid_frame
+    from tests.helpers import sinusoid_frame
 
     frame = sinusoid_frame(n=600, channels=2, noise=0.5)
     path = write_csv(frame)
@@ -438,7 +439,7 @@ def test_seasonal_naive_through_the_pipeline_scores_the_closed_form(make_config,
 
 def test_fallbacks_are_counted_in_the_run_metrics(make_config, write_csv):
     from forecast.pipelines.train import run
-    from tests.conftest import sinusoid_frame
+    from tests.helpers import sinusoid_frame
 
     frame = sinusoid_frame(n=600, channels=2, noise=0.3)  # around 10: positive
     frame.loc[560:, "OT"] -= 30.0  # the end of the test period drops below zero
@@ -467,7 +468,7 @@ def test_every_classical_model_runs_through_train_py_with_the_metric_keys_of_dli
     """One Hydra sweep over every model (and DLinear) on a tiny file: two test windows each."""
     from mlflow import MlflowClient
 
-    from tests.conftest import sinusoid_frame
+    from tests.helpers import sinusoid_frame
 
     sinusoid_frame(n=500, channels=2, noise=0.3).to_csv(tmp_path / "tiny.csv", index=False)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "1"}
@@ -493,3 +494,22 @@ def test_every_classical_model_runs_through_train_py_with_the_metric_keys_of_dli
         assert (r.data.tags["refit"] != "none") == (name not in ("naive", "seasonalnaive", "drift")), name
         plots = {a.path for a in client.list_artifacts(r.info.run_id, "plots")}
         assert plots == {"plots/forecast.png", "plots/decomposition.png"}, name
+
+
+# ------------------------------------------------------------------ registered models keep loading
+
+
+@pytest.mark.parametrize("name", ["seasonalnaive", "holtwinters"])
+def test_a_model_pickled_by_an_earlier_release_loads_and_forecasts_identically(name):
+    """A served classical model is the pickled network object (``forecast.serving.write_artifacts``);
+    these were pickled before ``forecast/models/classical`` was split into one file per model
+    (``tests/fixtures/classical/make.py``), so they name the classes by the package path."""
+    from forecast.serving import load_network
+
+    fixtures = REPO / "tests" / "fixtures" / "classical"
+    network = load_network(str(fixtures / f"{name}.pt"), cfg=None)
+    saved = np.load(fixtures / "forecasts.npz")
+    with torch.no_grad():
+        out = network(torch.from_numpy(saved["x"])).numpy()
+    np.testing.assert_array_equal(out, saved[name])
+    assert (network.workers, network.progress) == (1, False)

@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from forecast.pipelines.train import build_callbacks, build_data, build_module
-from tests.conftest import CONF, ETTH1
+from tests.helpers import CONF, ETTH1, compose
 
 CLASSICAL = "forecast.models.classical."  # the parameter-free networks (statsmodels baselines)
 GROUPS = {group: sorted(p.stem for p in (CONF / group).glob("*.yaml")) for group in ("data", "model", "trainer", "schedule", "logger", "experiment")}
@@ -80,19 +80,14 @@ def test_misspelt_or_mistyped_keys_fail_at_compose_time(override, message, make_
 
 def test_a_misspelt_key_inside_a_config_file_fails_at_compose_time(tmp_path):
     """The schemas also guard the YAML files themselves, not only command-line overrides."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     conf = tmp_path / "conf"
     (conf / "experiment").mkdir(parents=True)
     for item in CONF.iterdir():
         if item.name != "experiment":
             (conf / item.name).symlink_to(item)
     (conf / "experiment" / "typo.yaml").write_text("# @package _global_\nmodel:\n  kernal_size: 5\n")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        with pytest.raises(ConfigCompositionException, match="kernal_size"):
-            compose("train", overrides=["experiment=typo"])
+    with pytest.raises(ConfigCompositionException, match="kernal_size"):
+        compose("train", ["experiment=typo"], conf_dir=conf)
 
 
 def test_every_network_has_a_model_config_and_nothing_else_gets_a_schema():

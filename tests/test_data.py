@@ -8,7 +8,7 @@ import torch
 from forecast.data.datamodule import ForecastDataModule
 from forecast.data.sources import load_table
 from forecast.data.timefeatures import resolution, time_features
-from tests.conftest import ETTH1, SHARED_DATA, sinusoid_frame
+from tests.helpers import ETTH1, SHARED_DATA, sinusoid_frame
 
 
 def etth1(**kwargs) -> ForecastDataModule:

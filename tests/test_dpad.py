@@ -1,4 +1,6 @@
-"""D-PAD: RevIN, the morphological decomposition (MCD) and the network."""
+"""D-PAD: RevIN, the morphological decomposition (MCD) and what is specific to the network (tree
+levels, the GCN fusion, paper_compat); the contract, channel independence, gradients and learning
+are in the model suite (tests/test_models.py)."""
 
 import math
 from pathlib import Path
@@ -8,10 +10,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from forecast.errors import ConfigError
 from forecast.layers.morphology import MorphologicalDecomposition, sift_step
 from forecast.layers.normalization import RevIN
 from forecast.models.dpad import DPAD, GroupBatchNorm
-from tests.test_train import _runs, _train_py
 
 T = 336
 t = torch.arange(T, dtype=torch.float64)
@@ -147,7 +149,7 @@ def test_output_shape_and_component_count(levels, fusion, revin, multiscale):
     assert len(model.sift_iterations) == levels
 
 
-def test_gradients_reach_every_parameter_and_the_seed_fixes_the_output():
+def test_the_gcn_fusion_gets_gradients_everywhere_and_the_seed_fixes_its_output():
     def build():
         torch.manual_seed(3)
         return small(fusion="gcn")
@@ -163,25 +165,18 @@ def test_gradients_reach_every_parameter_and_the_seed_fixes_the_output():
     torch.testing.assert_close(again(x), out, rtol=0, atol=0)  # dropout included
 
 
-def test_channels_are_forecast_independently_in_evaluation():
-    """All weights are shared by the channels and nothing mixes them (the batch norms use their
-    running statistics in evaluation): changing channel 0 changes only channel 0's forecast."""
-    model = small().eval()
-    x = torch.randn(4, 48, 3)
-    y = x.clone()
-    y[..., 0] = torch.randn(4, 48) * 3
-    a, b = model(x), model(y)
-    assert not torch.allclose(a[..., 0], b[..., 0])
-    torch.testing.assert_close(a[..., 1:], b[..., 1:], rtol=0, atol=0)
+@pytest.mark.parametrize("kw,message", [
+    (dict(fusion="gat"), r"fusion must be 'se' or 'gcn', got 'gat'\. Fix:"),
+    (dict(levels=0), r"levels must be >= 1, got 0\. Fix:"),
+    (dict(k=1), r"k \(components per decomposition\) must be >= 2, got 1\. Fix:"),
+    (dict(sift_max_iterations=0), r"sift_max_iterations=0 >= 1\. Fix:"),
+])
+def test_bad_hyperparameters_fail_with_the_fix(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        small(**kw)
 
 
-def test_bad_hyperparameters_fail_clearly():
-    with pytest.raises(ValueError, match="fusion must be 'se' or 'gcn'"):
-        small(fusion="gat")
-    with pytest.raises(ValueError, match="levels must be >= 1"):
-        small(levels=0)
-    with pytest.raises(ValueError, match="k .* must be >= 2"):
-        small(k=1)
+def test_a_bad_window_or_kernel_fails_clearly():
     with pytest.raises(ValueError, match="kernel_size must be odd"):
         MorphologicalDecomposition(kernel_size=4)
     with pytest.raises(ValueError, match="built for windows of 48 steps, got 40"):
@@ -212,14 +207,3 @@ def test_paper_compat_tests_the_last_epoch_for_dpad(compat, expected, make_confi
     else:
         assert Path(seen["ckpt_path"]).name.startswith(expected)
     assert metrics["test/mae"] > 0
-
-
-def test_train_py_runs_dpad(tmp_path):
-    proc = _train_py(tmp_path, "model=dpad", "model.hidden=16", "model.k=3", "data.seq_len=48", "data.pred_len=24",
-                     "data.batch_size=64", "hydra.run.dir=out")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
-    assert [r.info.run_name for r in runs] == ["dpad-etth1-48-24"]
-    params = runs[0].data.params
-    assert params["module.loss._target_"] == "torch.nn.L1Loss" and params["module.scheduler.gamma"] == "0.95"
-    assert runs[0].data.metrics["test/mae"] > 0

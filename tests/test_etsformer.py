@@ -1,5 +1,6 @@
-"""ETSformer: each block against its defining recursion or formula, the network's contract, the
-official schedule, and a run through the real entry point."""
+"""ETSformer: each block against its defining recursion or formula, what is specific to the
+network (augmentation, the rates group and the official schedule); the contract, gradients and
+learning are in the model suite (tests/test_models.py)."""
 
 import math
 
@@ -7,6 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from forecast.errors import ConfigError
 from forecast.layers.exponential_smoothing import (
     DampingLayer,
     ExponentialSmoothing,
@@ -17,7 +19,6 @@ from forecast.layers.exponential_smoothing import (
 )
 from forecast.models.etsformer import ETSformer
 from forecast.module import ForecastModule
-from tests.test_train import _runs, _train_py
 
 
 def recursion(values: torch.Tensor, alpha: torch.Tensor, v0: torch.Tensor) -> torch.Tensor:
@@ -149,29 +150,6 @@ def test_output_shape(L, H, C, k, growth_conv):
         assert model.train(training)(torch.randn(3, L, C)).shape == (3, H, C)
 
 
-# The last encoder layer's latent output feeds nothing (the decoder reads growths, seasons and
-# the level), so its feed-forward block and layer norms get no gradient, in the official model too.
-DEAD_IN_LAST_LAYER = ("feed_forward.", "norm1.", "norm2.")
-
-
-def test_gradients_reach_every_parameter_and_the_seed_fixes_the_output():
-    def build():
-        torch.manual_seed(3)
-        return small(seq_len=32, pred_len=8, enc_in=3)
-
-    model = build()
-    x = torch.randn(4, 32, 3)
-    torch.manual_seed(5)
-    out = model(x)
-    out.square().mean().backward()
-    last = f"encoder.{len(model.encoder) - 1}."
-    dead = {n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().max() == 0}
-    assert dead == {n for n, _ in model.named_parameters() if n.startswith(last) and n[len(last):].startswith(DEAD_IN_LAST_LAYER)}
-    again = build()
-    torch.manual_seed(5)
-    torch.testing.assert_close(again(x), out, rtol=0, atol=0)  # augmentation and dropout included
-
-
 def test_augmentation_only_in_training():
     model = small(seq_len=32, pred_len=8, enc_in=3, dropout=0.0)
     x = torch.randn(2, 32, 3)
@@ -187,13 +165,15 @@ def test_augmentation_only_in_training():
     torch.testing.assert_close(plain.train()(x), plain.eval()(x))
 
 
-def test_bad_hyperparameters_fail_clearly():
-    with pytest.raises(ValueError, match="growth_conv must be 'paper' or 'official'"):
-        small(seq_len=16, pred_len=4, enc_in=1, growth_conv="both")
-    with pytest.raises(ValueError, match="divisible by n_heads"):
-        small(seq_len=16, pred_len=4, enc_in=1, n_heads=3)
-    with pytest.raises(ValueError, match="k .* must be >= 0"):
-        small(seq_len=16, pred_len=4, enc_in=1, k=-1)
+@pytest.mark.parametrize("kw,message", [
+    (dict(growth_conv="both"), r"growth_conv must be 'paper' or 'official', got 'both'\. Fix:"),
+    (dict(n_heads=3), r"divisible by n_heads \(3\)\. Fix:"),
+    (dict(k=-1), r"k \(frequencies kept\) must be >= 0, got -1\. Fix:"),
+    (dict(e_layers=0), r"model.e_layers=0 must be a positive integer\. Fix:"),
+])
+def test_bad_hyperparameters_fail_with_the_fix(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        small(seq_len=16, pred_len=4, enc_in=1, **kw)
 
 
 def test_rates_group_holds_exactly_the_smoothing_and_damping_rates():
@@ -226,14 +206,3 @@ def test_first_epoch_of_the_official_schedule_moves_only_the_rates(make_config):
 def test_module_builds_the_optimizer_on_the_networks_groups():
     module = ForecastModule(small(seq_len=16, pred_len=4, enc_in=2))
     assert [g["name"] for g in module.configure_optimizers().param_groups] == ["network", "rates"]
-
-
-def test_train_py_runs_etsformer(tmp_path):
-    proc = _train_py(tmp_path, "model=etsformer", "model.d_model=16", "model.n_heads=2", "model.d_ff=32",
-                     "data.pred_len=24", "hydra.run.dir=out")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    _, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
-    assert [r.info.run_name for r in runs] == ["etsformer-etth1-96-24"]
-    params = runs[0].data.params
-    assert params["model.growth_conv"] == "paper" and params["trainer.gradient_clip_val"] == "1.0"
-    assert runs[0].data.metrics["test/mse"] > 0

@@ -1,16 +1,18 @@
-"""KARMA: the selective scan and Mamba block, the db4 wavelet, ATCD, the network and its loss."""
+"""KARMA: the selective scan and Mamba block, the db4 wavelet, ATCD, what is specific to the
+network (variants, calendar tokens, its loss and recorded variant); the contract, gradients and
+learning are in the model suite (tests/test_models.py)."""
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from forecast.errors import ConfigError
 from forecast.layers.mamba import Mamba, selective_scan, sequential_scan
 from forecast.layers.wavelet import coefficients_length, dwt, idwt
 from forecast.losses import TimeFrequencyLoss
 from forecast.models.karma import ATCD, KARMA
 from forecast.module import ForecastModule
-from tests.test_train import _runs, _train_py
 
 
 def scan_inputs(b, T, E, N, dtype=torch.float32, seed=0):
@@ -156,8 +158,8 @@ def test_tied_directions_share_one_mamba():
         2 * sum(p.numel() for p in untied.encoder.blocks[0].backward_scan.parameters())
 
 
-@pytest.mark.parametrize("decomposition", ["none", "atcd"])
-def test_gradients_reach_every_parameter_and_the_seed_fixes_the_output(decomposition):
+@pytest.mark.parametrize("decomposition", ["moving_average", "atcd"])
+def test_decomposition_variants_get_gradients_everywhere_and_the_seed_fixes_their_output(decomposition):
     def build():
         torch.manual_seed(3)
         return small(decomposition=decomposition, atcd_dim=8, atcd_heads=2)
@@ -173,13 +175,15 @@ def test_gradients_reach_every_parameter_and_the_seed_fixes_the_output(decomposi
     torch.testing.assert_close(again(x, marks), out, rtol=0, atol=0)
 
 
-def test_bad_hyperparameters_fail_clearly():
-    with pytest.raises(ValueError, match="decomposition must be one of"):
-        small(decomposition="stl")
-    with pytest.raises(ValueError, match="d_model must be >= 8"):
-        small(d_model=6)
-    with pytest.raises(ValueError, match="divisible by atcd_heads"):
-        small(decomposition="atcd", atcd_dim=10, atcd_heads=4)
+@pytest.mark.parametrize("kw,message", [
+    (dict(decomposition="stl"), r"decomposition must be one of .*got 'stl'\. Fix:"),
+    (dict(d_model=6), r"d_model must be >= 8 .*got 6\. Fix:"),
+    (dict(decomposition="atcd", atcd_dim=10, atcd_heads=4), r"divisible by atcd_heads \(4\)\. Fix:"),
+    (dict(backend="triton"), r"model.backend='triton' is not one of .*Fix:"),
+])
+def test_bad_hyperparameters_fail_with_the_fix(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        small(**kw)
 
 
 def test_time_frequency_loss_is_the_official_combination():
@@ -204,14 +208,14 @@ def test_module_validates_on_the_eval_loss():
     assert train_loss.item() == pytest.approx(TimeFrequencyLoss(0.8)(pred, batch["y"]).item(), rel=1e-6)
 
 
-def test_train_py_runs_karma(tmp_path):
-    proc = _train_py(tmp_path, "model=karma", "model.d_model=16", "model.d_state=2", "data.pred_len=24", "hydra.run.dir=out",
-                     f"record={tmp_path / 'bench' / 'accuracy.csv'}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    recorded = (tmp_path / "bench" / "accuracy.csv").read_text().splitlines()[1]
-    assert recorded.startswith('"karma[d_model=16,d_state=2]",etth1,M,96,24,')  # a variant, summarised apart
-    _, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
-    assert [r.info.run_name for r in runs] == ["karma-etth1-96-24"]
-    params = runs[0].data.params
-    assert params["module.loss._target_"] == "forecast.losses.TimeFrequencyLoss" and params["model.backend"] == "auto"
-    assert runs[0].data.metrics["test/mse"] == pytest.approx(runs[0].data.metrics["test/loss"], rel=1e-5)  # validated on MSE
+def test_a_recorded_run_is_a_variant_and_validates_on_mse(make_config, tmp_path):
+    """A run with settings other than the official ones is recorded as a variant (summarised apart
+    from the paper setting), and the reported test loss is the MSE the official code validates on."""
+    from forecast.pipelines.train import run
+
+    record = tmp_path / "bench" / "accuracy.csv"
+    cfg = make_config("model=karma", "model.d_model=16", "model.d_state=2", "data.pred_len=24", "trainer=debug",
+                      "logger=none", f"record={record}")
+    metrics = run(cfg)
+    assert record.read_text().splitlines()[1].startswith('"karma[d_model=16,d_state=2]",etth1,M,96,24,')
+    assert metrics["test/mse"] == pytest.approx(metrics["test/loss"], rel=1e-5)

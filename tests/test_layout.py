@@ -5,7 +5,7 @@ import re
 import shutil
 
 from forecast.pipelines.benchmark import render_readme
-from tests.conftest import ETTH1, REPO
+from tests.helpers import ETTH1, REPO
 
 
 def test_lightning_is_imported_through_one_namespace():

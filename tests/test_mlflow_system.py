@@ -10,7 +10,6 @@ rejection of bad history files against independent computations.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -28,18 +27,17 @@ import pandas as pd
 import pytest
 import requests
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from mlflow import MlflowClient
 from omegaconf import OmegaConf, open_dict, read_write
 
-from forecast import tracking
+from forecast import leaderboard, tracking
 from forecast.data.timefeatures import time_features
 from forecast.errors import DataError
 from forecast.pipelines.train import build_data, run
-from tests.conftest import CONF, ETTH1, REPO, compose_config, sinusoid_frame
+from forecast.registry import register_run
+from tests.helpers import ETTH1, REPO, compose, compose_config, sinusoid_frame
 
 H, L = 24, 48
 COMMON = ["trainer=debug", f"data.seq_len={L}", f"data.pred_len={H}", "trainer.enable_progress_bar=false", "num_threads=1"]
@@ -195,8 +193,8 @@ def test_runs_of_different_models_line_up_in_search_runs(server, runs):
     assert {(r.data.tags["horizon"], r.data.tags["seq_len"], r.data.tags["features"]) for r in found} == {(str(H), str(L), "M")}
     comparable = {"data.name", "data.features", "data.seq_len", "data.pred_len", "seed", "paper_compat", "model._target_"}
     assert comparable <= set(a.data.params) & set(b.data.params)
-    # what differs between the param sets is the networks' own settings
-    assert {k.split(".")[0] for k in set(a.data.params) ^ set(b.data.params)} <= {"model", "data"}
+    # what differs between the param sets is the networks' own settings and their model files' reasons
+    assert {k.split(".")[0] for k in set(a.data.params) ^ set(b.data.params)} <= {"model", "data", "recommends"}
     assert ACCURACY <= set(a.data.metrics) & set(b.data.metrics)
 
     for r in found:
@@ -222,9 +220,7 @@ def test_hydra_multirun_jobs_are_children_of_one_parent_run(server, tmp_path):
     conf/train.yaml around them) log under one parent run that ends FINISHED."""
     path = tmp_path / "sweepseries.csv"
     sinusoid_frame(n=400, channels=2).to_csv(path, index=False)
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        base = compose("train", overrides=["data=csv", f"data.path={path}", "logger=mlflow"], return_hydra_config=True)
+    base = compose("train", overrides=["data=csv", f"data.path={path}", "logger=mlflow"], return_hydra_config=True)
     assert OmegaConf.select(base, "hydra.callbacks.mlflow_sweep._target_") == "forecast.tracking.SweepCallback"
     callback = tracking.SweepCallback()
     with open_dict(base):
@@ -252,13 +248,6 @@ def test_hydra_multirun_jobs_are_children_of_one_parent_run(server, tmp_path):
 
 
 # ------------------------------------------------------------------ leaderboard
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _fake_run(client, experiment_id, model, horizon, mse, status="FINISHED", paper_compat="false"):
     r = client.create_run(experiment_id, tags={"dataset": "etth1", "model": model, "horizon": str(horizon),
                                                "seq_len": str(L), "features": "M", "paper_compat": paper_compat})
@@ -279,12 +268,9 @@ def test_leaderboard_picks_the_best_run_per_cell_from_mlflow(server, runs, tmp_p
     published = tmp_path / "published.csv"
     published.write_text("model,dataset,features,seq_len,pred_len,mse,mae,source\n"
                          f"dlinear,etth1,M,{L},{H},0.5,0.45,a test row\n")
-    compare = _script("compare")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("compare", overrides=["data=etth1", f"published={published}", f"out_dir={tmp_path / 'lb'}",
-                                            f"tracking_uri={server['uri']}"])
-    result = compare.compare(cfg)
+    cfg = compose("compare", overrides=["data=etth1", f"published={published}", f"out_dir={tmp_path / 'lb'}",
+                                        f"tracking_uri={server['uri']}"])
+    result = leaderboard.compare(cfg)
     table = result["table"]
     assert list(zip(table["horizon"], table["model"])) == [
         (H, m) for m in sorted(real, key=lambda m: real[m].data.metrics["test/mse"])] + [(48, "seasonalnaive")]
@@ -306,33 +292,29 @@ def test_leaderboard_picks_the_best_run_per_cell_from_mlflow(server, runs, tmp_p
     assert {a.path for a in client.list_artifacts(lb.info.run_id)} == {p.name for p in paths.values()}
     assert lb.data.tags["kind"] == "leaderboard"
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("compare", overrides=["data=etth1", f"pred_len={H}", f"out_dir={tmp_path / 'lb'}", "log=false",
-                                            f"tracking_uri={server['uri']}"])
-    only = compare.compare(cfg)["table"]
+    cfg = compose("compare", overrides=["data=etth1", f"pred_len={H}", f"out_dir={tmp_path / 'lb'}", "log=false",
+                                        f"tracking_uri={server['uri']}"])
+    only = leaderboard.compare(cfg)["table"]
     assert set(only["horizon"]) == {H} and len(only) == 2 and (tmp_path / "lb" / f"leaderboard-etth1-{H}.md").exists()
 
 
-def test_register_script_registers_the_best_run_of_a_model_or_a_given_run(server, runs):
+def test_register_run_registers_the_best_run_of_a_model_or_a_given_run(server, runs):
     client = _client(server)
     real = {r.data.tags["model"]: r for r in _etth1_runs(client)}
-    register = _script("register")
 
     def cfg(*overrides):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("register", overrides=[f"tracking_uri={server['uri']}", *overrides])
+        return compose("register", overrides=[f"tracking_uri={server['uri']}", *overrides])
 
-    version = register.register(cfg("data=etth1", "best=seasonalnaive", "name=etth1-promoted", "alias=staging"))
+    version = register_run(cfg("data=etth1", "best=seasonalnaive", "name=etth1-promoted", "alias=staging"))
     assert version.run_id == real["seasonalnaive"].info.run_id
     assert client.get_model_version_by_alias("etth1-promoted", "staging").version == version.version
-    again = register.register(cfg(f"run_id={real['dlinear'].info.run_id}", "name=etth1-promoted", "alias=staging"))
+    again = register_run(cfg(f"run_id={real['dlinear'].info.run_id}", "name=etth1-promoted", "alias=staging"))
     assert int(again.version) == int(version.version) + 1
     assert client.get_model_version_by_alias("etth1-promoted", "staging").run_id == real["dlinear"].info.run_id
     from forecast.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no finished run of model 'karma' on 'etth1'"):
-        register.register(cfg("data=etth1", "best=karma"))
+        register_run(cfg("data=etth1", "best=karma"))
 
 
 # ------------------------------------------------------------------ forecasting
@@ -380,10 +362,8 @@ def test_predict_rejects_a_bad_history_and_writes_nothing(server, runs, tmp_path
 
     path = tmp_path / f"{name}.csv"
     edit(pd.read_csv(ETTH1).tail(200)).to_csv(path, index=False)
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("predict", overrides=["model_uri=models:/etth1-dlinear@champion", f"data.path={path}",
-                                            f"output={tmp_path / 'out' / 'f.parquet'}", f"tracking_uri={server['uri']}"])
+    cfg = compose("predict", overrides=["model_uri=models:/etth1-dlinear@champion", f"data.path={path}",
+                                        f"output={tmp_path / 'out' / 'f.parquet'}", f"tracking_uri={server['uri']}"])
     with pytest.raises(DataError, match="Fix:") as error:
         predict(cfg)
     assert message in str(error.value) and str(path) in str(error.value)
@@ -395,9 +375,7 @@ def test_predict_writes_parquet_and_rejects_an_unknown_model_or_format(server, r
     from forecast.pipelines.predict import run as predict
 
     def cfg(*overrides):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("predict", overrides=[f"data.path={ETTH1}", f"tracking_uri={server['uri']}", *overrides])
+        return compose("predict", overrides=[f"data.path={ETTH1}", f"tracking_uri={server['uri']}", *overrides])
 
     result = predict(cfg("model_uri=models:/etth1-dlinear@champion", f"output={tmp_path / 'f.parquet'}"))
     frame = pd.read_parquet(tmp_path / "f.parquet")

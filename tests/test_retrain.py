@@ -7,7 +7,6 @@ windows: a retrain takes a few seconds.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -21,17 +20,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from forecast.config import ScheduleConfig
 from forecast.errors import ConfigError, DataError
+from forecast.evaluation import rolling_origins
 from forecast.pipelines import retrain as rt
 from forecast.pipelines.predict import load_model
+from forecast.registry import retrain_history
 
-from .conftest import CONF, REPO
+from tests.helpers import REPO, compose
 
 SEQ, H, WINDOWS = 96, 24, 4
 TRAIN = ["model=dlinear", "data=csv", f"data.seq_len={SEQ}", f"data.pred_len={H}", "trainer.max_epochs=8",
@@ -54,10 +53,8 @@ def append(path: Path, frame: pd.DataFrame) -> None:
 
 
 def retrain_config(tmp: Path, source: Path, *overrides: str, name: str = "syn-dlinear"):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("retrain", overrides=[f"name={name}", f"source={source}", f"tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
-                                            f"work_dir={tmp / 'work' / name}", f"eval_windows={WINDOWS}", *overrides])
+    cfg = compose("retrain", overrides=[f"name={name}", f"source={source}", f"tracking_uri=sqlite:///{tmp / 'mlflow.db'}",
+                                        f"work_dir={tmp / 'work' / name}", f"eval_windows={WINDOWS}", *overrides])
     with_train = OmegaConf.create({"train": TRAIN})
     return OmegaConf.merge(cfg, with_train) if not any(o.startswith("train=") for o in overrides) else cfg
 
@@ -150,12 +147,9 @@ def test_same_dynamics_keep_a_champion_and_a_regime_change_promotes_the_challeng
     assert str(client.get_model_version_by_alias("syn-dlinear", "champion").version) == changed["challenger_version"]
     assert changed["lineage"]["train_rows"] == 1500 + 240 + 1100 - WINDOWS * H
 
-    spec = importlib.util.spec_from_file_location("compare_script", REPO / "scripts" / "compare.py")
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
     cfg = OmegaConf.create({"history": "syn-dlinear", "retrain_experiment": "retrain", "out_dir": str(tmp_path / "out"),
                             "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}"})
-    table = compare.retrain_history(cfg)["table"]
+    table = retrain_history(cfg)["table"]
     decided = table[table["decision"] != "failed"]
     assert decided["decision"].tolist()[0] == "first" and decided["decision"].tolist()[-1] == "promoted"
     assert decided["champion_after"].tolist()[-1] == changed["challenger_version"]
@@ -301,8 +295,8 @@ def test_first_retrain_needs_a_config_and_bad_settings_are_named(tmp_path):
     with pytest.raises(ConfigError, match="metric=rmse"):
         rt.retrain(retrain_config(tmp_path, source, "metric=rmse", name="other"))
     with pytest.raises(DataError, match="need at least"):
-        rt.rolling_origins(100, SEQ, H, WINDOWS)
-    assert rt.rolling_origins(1000, SEQ, H, 2) == [952, 976]
+        rolling_origins(100, WINDOWS, H, start=SEQ)
+    assert rolling_origins(1000, 2, H, start=SEQ) == [952, 976]
 
 
 def test_decision_rule():

@@ -13,8 +13,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
@@ -23,7 +21,7 @@ from forecast.config import mixed_precision
 from forecast.errors import ConfigError
 from forecast.pipelines.benchmark import SPEED_COLUMNS, render_readme, split_train_overrides
 from forecast.pipelines.train import build_data, build_module, run
-from tests.conftest import CONF, REPO, sinusoid_frame
+from tests.helpers import REPO, compose, sinusoid_frame
 
 METRICS = ("test/mse", "test/mae", "test/mae_orig", "test/rmse_orig", "test/mase_orig", "test/smape_orig")
 
@@ -212,10 +210,8 @@ def test_gpu_preset_trains_and_tests_on_the_gpu(make_config):
 
 def test_slurm_launcher_composes_with_the_trainer_layout():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the slurm extra (hydra-submitit-launcher)")
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
-                                          "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
+                                      "hydra.launcher.partition=gpu"], return_hydra_config=True)
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     assert launcher["_target_"].endswith("SlurmLauncher")
     # one SLURM task per DDP process: Lightning reads SLURM's environment and starts none itself
@@ -318,11 +314,9 @@ def test_benchmark_script_writes_a_well_formed_speed_row(tmp_path):
 def test_accuracy_mode_runs_the_paper_setting_of_each_cell_per_seed(tmp_path, capsys):
     from forecast.pipelines.benchmark import run as run_benchmark
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("benchmark", overrides=["mode=accuracy", "models=[karma,naive]", "horizons=[96,336]", "seeds=[1,2]",
-                                              "threads=2", "dry_run=true", f"accuracy_csv={tmp_path / 'acc.csv'}",
-                                              "overrides=['trainer.max_epochs=1']"])
+    cfg = compose("benchmark", overrides=["mode=accuracy", "models=[karma,naive]", "horizons=[96,336]", "seeds=[1,2]",
+                                          "threads=2", "dry_run=true", f"accuracy_csv={tmp_path / 'acc.csv'}",
+                                          "overrides=['trainer.max_epochs=1']"])
     assert run_benchmark(cfg, REPO / "scripts" / "benchmark.py", REPO) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("python train.py")]
     tail = f"record={tmp_path / 'acc.csv'} num_threads=2 trainer.enable_progress_bar=false trainer.max_epochs=1"
@@ -330,8 +324,7 @@ def test_accuracy_mode_runs_the_paper_setting_of_each_cell_per_seed(tmp_path, ca
     assert lines[3] == f"python train.py experiment=karma_etth1_336 seed=2 {tail}"
     assert lines[4] == f"python train.py model=naive data=etth1 data.pred_len=96 seed=1 {tail}"  # no paper setting
     assert len(lines) == 8 and not (tmp_path / "acc.csv").exists()  # a dry run runs nothing
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("benchmark", overrides=["models=[dlinar]", "dry_run=true"])
+    cfg = compose("benchmark", overrides=["models=[dlinar]", "dry_run=true"])
     with pytest.raises(ConfigError, match=r"model option\(s\) \['dlinar'\] not in conf/model/. Fix: use some of"):
         run_benchmark(cfg, REPO / "scripts" / "benchmark.py", REPO)
 

@@ -1,27 +1,18 @@
 """The training system end to end: the pipeline, the MLflow record, the real entry point."""
 
-import os
 import shlex
 import subprocess
-import sys
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from forecast import tracking
 from forecast.pipelines.train import run
-from tests.conftest import REPO, sinusoid_frame
-
-
-def _runs(uri, experiment):
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    return client, (client.search_runs([exp.experiment_id]) if exp else [])
+from tests.helpers import runs_of, sinusoid_frame, train_py
 
 
 def test_parameter_free_network_is_only_tested_and_scored_exactly(make_config, write_csv):
@@ -29,7 +20,8 @@ def test_parameter_free_network_is_only_tested_and_scored_exactly(make_config, w
     frame = sinusoid_frame(n=600, channels=2, noise=0.5)
     path = write_csv(frame)
     cfg = make_config("data=csv", f"data.path={path}", "data.seq_len=24", "data.pred_len=12")
-    cfg.model = OmegaConf.create({"_target_": "tests.helpers.LastValue", "pred_len": "${data.pred_len}"})
+    cfg.model = OmegaConf.create({"_target_": "tests.helpers.LastValue", "seq_len": "${data.seq_len}",
+                                  "pred_len": "${data.pred_len}"})
     metrics = run(cfg)
 
     values = frame[["ch0", "OT"]].to_numpy()
@@ -40,7 +32,7 @@ def test_parameter_free_network_is_only_tested_and_scored_exactly(make_config, w
     assert metrics["test/mse"] == pytest.approx(np.mean(errors**2), rel=1e-5)
     assert metrics["test/mae_orig"] == pytest.approx(np.mean(np.abs(errors * std)), rel=1e-5)
 
-    client, runs = _runs(make_config.tracking_uri, "series")
+    client, runs = runs_of(make_config.tracking_uri, "series")
     assert len(runs) == 1
     assert "train/loss" not in runs[0].data.metrics
     assert runs[0].data.tags["dataset"] == "series"  # data=csv names the run after the file
@@ -50,7 +42,7 @@ def test_parameter_free_network_is_only_tested_and_scored_exactly(make_config, w
 def test_fit_logs_a_complete_mlflow_run(make_config):
     cfg = make_config("trainer=debug", "data.seq_len=48", "data.pred_len=24", "+tags.purpose=test")
     metrics = run(cfg)
-    client, runs = _runs(make_config.tracking_uri, "etth1")
+    client, runs = runs_of(make_config.tracking_uri, "etth1")
     assert len(runs) == 1
     r = runs[0]
     assert r.info.run_name == "dlinear-etth1-48-24" and r.info.status == "FINISHED"
@@ -76,7 +68,7 @@ def test_paper_compat_drops_the_last_test_batch_and_says_so(make_config):
     cfg = make_config("trainer=debug", "trainer.limit_test_batches=1.0", "data.seq_len=48", "data.pred_len=24",
                       "data.batch_size=32", "paper_compat=true")
     run(cfg)
-    _, runs = _runs(make_config.tracking_uri, "etth1")
+    _, runs = runs_of(make_config.tracking_uri, "etth1")
     r = runs[0]
     assert r.data.tags["paper_compat"] == "true" and r.data.params["data.drop_last_test"] == "True"
     # 2,857 test windows: 89 full batches of 32 are scored, the last 9 windows are dropped
@@ -111,18 +103,10 @@ def test_last_ckpt_is_the_latest_epoch_and_the_best_checkpoint_is_tested(make_co
     assert torch.load(best[0], map_location="cpu", weights_only=False)["epoch"] < 2
 
 
-def _train_py(tmp_path, *args):
-    env = {**os.environ, "FORECAST_DATA_DIR": str(REPO / "data"), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args, "trainer=debug", "num_threads=1", "trainer.enable_progress_bar=false"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
-
-
 def test_train_py_entry_point_writes_a_run_mlflow_can_read(tmp_path):
-    proc = _train_py(tmp_path, "data.pred_len=24", "hydra.run.dir=out")
+    proc = train_py(tmp_path, "data.pred_len=24", "hydra.run.dir=out")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    client, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
+    client, runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
     assert len(runs) == 1
     r = runs[0]
     assert {"test/mse", "test/mae"} <= set(r.data.metrics)
@@ -132,9 +116,9 @@ def test_train_py_entry_point_writes_a_run_mlflow_can_read(tmp_path):
 
 
 def test_train_py_multirun_sweep(tmp_path):
-    proc = _train_py(tmp_path, "-m", "data.pred_len=12,24", "hydra.sweep.dir=sweep")
+    proc = train_py(tmp_path, "-m", "data.pred_len=12,24", "hydra.sweep.dir=sweep")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _, runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
+    _, runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
     (parent,) = [r for r in runs if r.data.tags.get("kind") == "sweep"]  # one parent run per sweep
     jobs = [r for r in runs if r is not parent]
     assert sorted(r.info.run_name for r in jobs) == ["dlinear-etth1-96-12", "dlinear-etth1-96-24"]
@@ -145,7 +129,7 @@ def test_train_py_multirun_sweep(tmp_path):
 def test_train_py_bad_data_fails_cleanly(tmp_path):
     bad = sinusoid_frame(n=300).drop(index=[100])  # a gap
     bad.to_csv(tmp_path / "gap.csv", index=False)
-    proc = _train_py(tmp_path, "data=csv", "data.path=gap.csv")
+    proc = train_py(tmp_path, "data=csv", "data.path=gap.csv")
     assert proc.returncode != 0
     assert "timestamps are not spaced by the inferred frequency 'h': line 102" in proc.stderr
     assert "Traceback" not in proc.stderr

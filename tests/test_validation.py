@@ -9,7 +9,7 @@ from forecast.data.datamodule import ForecastDataModule
 from forecast.data.sources import load_table
 from forecast.errors import ConfigError, DataError
 from forecast.pipelines.train import run
-from tests.conftest import sinusoid_frame
+from tests.helpers import sinusoid_frame
 
 HEADER = "date,a,OT\n"
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from forecast.errors import ConfigError
 from forecast.layers.autocorrelation import AutoCorrelationLayer
 from forecast.layers.decomposition import SeriesDecomposition
 from forecast.layers.dropout import Dropout
-from forecast.layers.feedforward import FeedForward
+from forecast.layers.feedforward import ACTIVATIONS, FeedForward
+from forecast.models.base import Network, positive
 
 
 class SeasonalLayerNorm(nn.Module):
@@ -86,7 +88,7 @@ class DecoderLayer(nn.Module):
         return x, trend
 
 
-class Autoformer(nn.Module):
+class Autoformer(Network):
     """``forward(x [B, L, C], x_mark [B, L, M], y_mark [B, H, M]) -> [B, H, C]``.
 
     The decoder input is built here from ``x`` alone: the last ``label_len`` steps of its
@@ -102,6 +104,10 @@ class Autoformer(nn.Module):
 
     uses_time_features = True
     channel_independent = False
+    small_config = {"d_model": 16, "n_heads": 2, "d_ff": 32, "moving_avg": 5, "factor": 2.0}
+    # constants added to every query or key shift all correlations alike (the softmax ignores
+    # them); the seasonal norms subtract the time mean after their bias
+    STRUCTURALLY_ZERO = ("correlation.query.bias", "correlation.key.bias", "encoder_norm.norm.bias", "decoder_norm.norm.bias")
 
     def __init__(
         self,
@@ -121,9 +127,17 @@ class Autoformer(nn.Module):
         activation: str = "gelu",
     ):
         super().__init__()
+        positive("Autoformer", seq_len=seq_len, pred_len=pred_len, enc_in=enc_in, d_model=d_model, n_heads=n_heads,
+                 d_ff=d_ff, e_layers=e_layers, d_layers=d_layers, moving_avg=moving_avg)
         label_len = seq_len // 2 if label_len is None else label_len
         if not 0 <= label_len <= seq_len:
-            raise ValueError(f"label_len must be between 0 and seq_len ({seq_len}), got {label_len}")
+            raise ConfigError(f"Autoformer: label_len must be between 0 and seq_len ({seq_len}), got {label_len}. "
+                              f"Fix: set model.label_len between 0 and {seq_len}, or null for seq_len // 2.")
+        if d_model % n_heads:
+            raise ConfigError(f"Autoformer: d_model ({d_model}) must be divisible by n_heads ({n_heads}). "
+                              "Fix: choose model.n_heads among the divisors of model.d_model.")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"Autoformer: model.activation={activation!r} is not one of {sorted(ACTIVATIONS)}. Fix: use one of them.")
         self.seq_len, self.pred_len, self.label_len = seq_len, pred_len, label_len
         self.decomposition = SeriesDecomposition(moving_avg)
         self.encoder_embedding = DataEmbedding(enc_in, mark_dim, d_model, dropout)
@@ -134,6 +148,9 @@ class Autoformer(nn.Module):
         self.decoder = nn.ModuleList([DecoderLayer(**layer, c_out=enc_in) for _ in range(d_layers)])
         self.decoder_norm = SeasonalLayerNorm(d_model)
         self.projection = nn.Linear(d_model, enc_in)
+
+    def parameters_without_gradient(self) -> set[str]:
+        return {n for n, _ in self.named_parameters() if n.endswith(self.STRUCTURALLY_ZERO)}
 
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None) -> torch.Tensor:
         batch, _, channels = x.shape

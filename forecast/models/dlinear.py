@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from forecast.errors import ConfigError
 from forecast.layers.decomposition import SeriesDecomposition
+from forecast.models.base import Network, positive
 
 
-class DLinear(nn.Module):
+class DLinear(Network):
     """Decompose with a moving average, map each part ``L -> H`` with a linear layer, add.
 
     Channel-independent: by default one pair of layers is shared by all channels;
@@ -22,6 +24,10 @@ class DLinear(nn.Module):
 
     def __init__(self, seq_len: int, pred_len: int, enc_in: int, individual: bool = False, kernel_size: int = 25):
         super().__init__()
+        positive("DLinear", seq_len=seq_len, pred_len=pred_len, enc_in=enc_in)
+        if kernel_size < 1:
+            raise ConfigError(f"DLinear: model.kernel_size={kernel_size} must be at least 1. Fix: use an odd "
+                              "moving-average width such as 25 (the paper's).")
         self.seq_len, self.pred_len, self.enc_in, self.individual = seq_len, pred_len, enc_in, individual
         self.decomposition = SeriesDecomposition(kernel_size)
         n = enc_in if individual else 1

@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from forecast.errors import ConfigError
 from forecast.layers.dropout import Dropout
 from forecast.layers.morphology import MorphologicalDecomposition
 from forecast.layers.normalization import RevIN
+from forecast.models.base import Network, positive
 
 
 class GroupLinear(nn.Module):
@@ -137,7 +139,7 @@ class GraphFusion(nn.Module):
         return self.project(F.leaky_relu(self.mix(adjacency @ y)).sum(2))
 
 
-class DPAD(nn.Module):
+class DPAD(Network):
     """``forward(x [B, L, C]) -> [B, H, C]`` (calendar features are not used).
 
     Channel-independent: every weight is shared by the channels; only the batch norms keep
@@ -157,17 +159,23 @@ class DPAD(nn.Module):
 
     uses_time_features = False
     channel_independent = True
+    small_config = {"k": 3, "hidden": 16, "dec_hidden": 8}
 
     def __init__(self, seq_len: int, pred_len: int, enc_in: int, k: int = 6, levels: int = 2, hidden: int = 336,
                  dec_hidden: int = 336, dropout: float = 0.5, fusion: str = "se", revin: bool = True,
                  sift_threshold: float = 0.1, sift_max_iterations: int = 10, multiscale: bool = False):
         super().__init__()
+        positive("DPAD", seq_len=seq_len, pred_len=pred_len, enc_in=enc_in, hidden=hidden, dec_hidden=dec_hidden)
         if fusion not in ("se", "gcn"):
-            raise ValueError(f"fusion must be 'se' or 'gcn', got {fusion!r}")
+            raise ConfigError(f"DPAD: fusion must be 'se' or 'gcn', got {fusion!r}. Fix: model.fusion=se (the official "
+                              "scripts) or gcn (the paper's component interaction).")
         if levels < 1:
-            raise ValueError(f"levels must be >= 1, got {levels}")
+            raise ConfigError(f"DPAD: levels must be >= 1, got {levels}. Fix: model.levels=2 (the official depth).")
         if k < 2:
-            raise ValueError(f"k (components per decomposition) must be >= 2, got {k}")
+            raise ConfigError(f"DPAD: k (components per decomposition) must be >= 2, got {k}. Fix: model.k=6 (official).")
+        if sift_threshold <= 0 or sift_max_iterations < 1:
+            raise ConfigError(f"DPAD: sift_threshold={sift_threshold} must be > 0 and sift_max_iterations="
+                              f"{sift_max_iterations} >= 1. Fix: the defaults are 0.1 and 10.")
         self.seq_len, self.pred_len, self.enc_in, self.k, self.levels = seq_len, pred_len, enc_in, k, levels
         self.revin = RevIN(enc_in) if revin else None
         self.decompose = MorphologicalDecomposition(k, sift_threshold, sift_max_iterations, multiscale=multiscale)
@@ -179,6 +187,10 @@ class DPAD(nn.Module):
         self.forecast_out = GroupLinear(m, hidden, seq_len)
         self.fusion = SqueezeExcitationFusion(m, seq_len, pred_len) if fusion == "se" else GraphFusion(seq_len, pred_len, dec_hidden)
         self.sift_iterations: list[torch.Tensor] = []
+
+    def iteration_counts(self) -> list[torch.Tensor]:
+        """Sifting steps of the last forward, one ``[B·N, K-1]`` tensor per tree depth."""
+        return list(self.sift_iterations)
 
     def components(self, x: torch.Tensor) -> torch.Tensor:
         """The leaves' components of the normalised input ``x [B, L, C]``: ``[M, B, C, L]``,

@@ -11,9 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from forecast.errors import ConfigError
 from forecast.layers.dropout import Dropout
 from forecast.layers.exponential_smoothing import CausalEmbedding, DampingLayer, FrequencyAttention, GrowthLayer, LevelLayer
-from forecast.layers.feedforward import FeedForward
+from forecast.layers.feedforward import ACTIVATIONS, FeedForward
+from forecast.models.base import Network, positive
 
 
 class EncoderLayer(nn.Module):
@@ -41,7 +43,7 @@ class EncoderLayer(nn.Module):
         return z, level, growth, season
 
 
-class ETSformer(nn.Module):
+class ETSformer(Network):
     """``forward(x [B, L, C]) -> [B, H, C]`` (calendar features are not used).
 
     In training the input window (not the target) is augmented: per-channel scale ``1 + σε``,
@@ -61,6 +63,11 @@ class ETSformer(nn.Module):
 
     uses_time_features = False
     channel_independent = False
+    # small, and regularised less: a short training cannot afford the paper's 0.2 augmentation and dropout
+    small_config = {"d_model": 16, "n_heads": 2, "d_ff": 32, "k": 2, "dropout": 0.05, "augment_std": 0.05}
+    # the last encoder layer's latent output feeds nothing (the decoder reads growths, seasons
+    # and the level), so its feed-forward block and norms get no gradient, as in the reference
+    DEAD_IN_LAST_LAYER = ("feed_forward.", "norm1.", "norm2.")
 
     def __init__(
         self,
@@ -78,8 +85,18 @@ class ETSformer(nn.Module):
         growth_conv: str = "paper",
     ):
         super().__init__()
-        if e_layers < 1:
-            raise ValueError(f"e_layers must be >= 1, got {e_layers}")
+        positive("ETSformer", seq_len=seq_len, pred_len=pred_len, enc_in=enc_in, d_model=d_model, n_heads=n_heads,
+                 d_ff=d_ff, e_layers=e_layers)
+        if d_model % n_heads:
+            raise ConfigError(f"ETSformer: d_model ({d_model}) must be divisible by n_heads ({n_heads}). "
+                              "Fix: choose model.n_heads among the divisors of model.d_model.")
+        if k < 0:
+            raise ConfigError(f"ETSformer: k (frequencies kept) must be >= 0, got {k}. Fix: model.k=0 (no season) or more.")
+        if growth_conv not in ("paper", "official"):
+            raise ConfigError(f"ETSformer: growth_conv must be 'paper' or 'official', got {growth_conv!r}. "
+                              "Fix: model.growth_conv=paper (the temporal convolution) or official (the code's product).")
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"ETSformer: model.activation={activation!r} is not one of {sorted(ACTIVATIONS)}. Fix: use one of them.")
         self.seq_len, self.pred_len, self.augment_std = seq_len, pred_len, augment_std
         self.embedding = CausalEmbedding(enc_in, d_model, dropout)
         self.encoder = nn.ModuleList(
@@ -88,6 +105,10 @@ class ETSformer(nn.Module):
         self.damping = nn.ModuleList(DampingLayer(pred_len, n_heads, dropout) for _ in range(e_layers))
         self.damping_dropout = Dropout(dropout)
         self.projection = nn.Linear(d_model, enc_in)
+
+    def parameters_without_gradient(self) -> set[str]:
+        last = f"encoder.{len(self.encoder) - 1}."
+        return {n for n, _ in self.named_parameters() if n.startswith(last) and n[len(last):].startswith(self.DEAD_IN_LAST_LAYER)}
 
     def param_groups(self) -> list[dict]:
         """``network`` (every other parameter) and ``rates`` (smoothing rates, damping factors)."""

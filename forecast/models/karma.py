@@ -22,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from forecast.errors import ConfigError
 from forecast.layers.decomposition import SeriesDecomposition
 from forecast.layers.dropout import Dropout
-from forecast.layers.mamba import Mamba
+from forecast.layers.mamba import BACKENDS, Mamba
 from forecast.layers.normalization import RevIN
 from forecast.layers.wavelet import coefficients_length, dwt, idwt
+from forecast.models.base import Network, positive
 
 DECOMPOSITIONS = ("none", "moving_average", "atcd")
 
@@ -109,7 +111,7 @@ class KarmaEncoder(nn.Module):
         return self.norm(idwt(low, high, length=x.shape[-1]) + x)
 
 
-class KARMA(nn.Module):
+class KARMA(Network):
     """``forward(x [B, L, C], x_mark [B, L, M]) -> [B, H, C]``.
 
     ``d_model`` token width, ``e_layers`` KarmaBlocks, Mamba ``d_state`` / ``d_conv`` /
@@ -125,6 +127,7 @@ class KARMA(nn.Module):
 
     uses_time_features = True
     channel_independent = False
+    small_config = {"d_model": 16, "d_state": 2}
 
     def __init__(self, seq_len: int, pred_len: int, enc_in: int, mark_dim: int = 4, d_model: int = 256,
                  e_layers: int = 2, d_state: int = 2, d_conv: int = 4, expand: int = 2, dropout: float = 0.1,
@@ -132,10 +135,17 @@ class KARMA(nn.Module):
                  tie_directions: bool = False, calendar_tokens: bool = True, revin: bool = True,
                  backend: str = "auto"):
         super().__init__()
+        positive("KARMA", seq_len=seq_len, pred_len=pred_len, enc_in=enc_in, e_layers=e_layers, d_state=d_state,
+                 d_conv=d_conv, expand=expand)
         if decomposition not in DECOMPOSITIONS:
-            raise ValueError(f"decomposition must be one of {DECOMPOSITIONS}, got {decomposition!r}")
+            raise ConfigError(f"KARMA: decomposition must be one of {DECOMPOSITIONS}, got {decomposition!r}. Fix: use one of them.")
         if d_model < 8:
-            raise ValueError(f"d_model must be >= 8 (the db4 wavelet has 8 taps), got {d_model}")
+            raise ConfigError(f"KARMA: d_model must be >= 8 (the db4 wavelet has 8 taps), got {d_model}. Fix: model.d_model=8 or more.")
+        if backend not in BACKENDS:
+            raise ConfigError(f"KARMA: model.backend={backend!r} is not one of {list(BACKENDS)}. Fix: use one of them.")
+        if decomposition == "atcd" and atcd_dim % atcd_heads:
+            raise ConfigError(f"KARMA: atcd_dim ({atcd_dim}) must be divisible by atcd_heads ({atcd_heads}). "
+                              "Fix: choose model.atcd_heads among the divisors of model.atcd_dim.")
         self.seq_len, self.pred_len, self.enc_in = seq_len, pred_len, enc_in
         self.decomposition = decomposition
         # the official code appends calendar tokens only when it does not decompose

@@ -293,7 +293,7 @@ def measure_speed(overrides: list[str], threads: int, warmup: int, iters: int) -
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - self.start)
             sizes.append(len(batch["y"]))
-            for steps in getattr(pl_module.network, "sift_iterations", []):  # D-PAD: steps per IMF and series
+            for steps in pl_module.network.iteration_counts():  # D-PAD: steps per IMF and series
                 sift.append(steps.flatten().float().cpu())
 
     fixed = dict(max_steps=warmup + iters, max_epochs=-1, min_epochs=None, limit_val_batches=0, logger=False,

@@ -17,8 +17,10 @@ from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from forecast import tracking
+from forecast.config import Recommendation, model_recommendations
 from forecast.data.datamodule import ForecastDataModule
 from forecast.errors import ConfigError, config_error
+from forecast.models.base import Network
 from forecast.module import ForecastModule
 from forecast.pipelines.benchmark import record_accuracy
 from forecast.plots import decomposition_figure, forecast_figure, shown_channels
@@ -131,7 +133,7 @@ def trained_epochs(ckpt_path: str | None) -> int:
     return int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
 
 
-def plot_decomposition(network, datamodule: ForecastDataModule, title: str):
+def plot_decomposition(network: Network, datamodule: ForecastDataModule, title: str):
     """Trend/seasonal/residual figure of the training split, for a network that decomposes it
     (``network.training_decomposition(channels)``, e.g. the classical baselines); else None."""
     first = datamodule.enc_in - datamodule.c_out  # input position of the first target channel
@@ -170,6 +172,23 @@ def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int,
     return forecast_figure(windows, [names[c] for c in shown], title)
 
 
+def report_recommendations(cfg: DictConfig) -> list[Recommendation]:
+    """Log one line per setting the model file makes outside ``model:`` (the run's look-back,
+    epochs, schedule…), applied or overridden, with its reason (:func:`forecast.config.model_recommendations`)."""
+    model = tracking.model_name(cfg)
+    found = model_recommendations(cfg, model)
+    for item in found:
+        log.info(item.line(model))
+    return found
+
+
+def tag_recommendations(logger, found: list[Recommendation], model: str) -> None:
+    """The ``recommends`` tag: the report's lines (``none`` when the model file makes no setting
+    outside ``model:``), on every run so that the runs' tag columns line up."""
+    lines = "\n".join(item.line(model) for item in found) or "none"
+    logger.experiment.set_tag(logger.run_id, "recommends", lines[:5000])
+
+
 def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
     """Train and/or test one configuration; returns the test metrics (``test/mse``, …).
     ``callbacks`` are added to the configured ones (a program's own, not part of the config)."""
@@ -187,6 +206,7 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
                                   f"Fix: drop {key}=, or train without trainer=debug and the trainer's batch/step limits.")
         log.info("debug run (%s): logged to experiment '%s' with tag debug=true; never ranked, registered or recorded",
                  ", ".join(debug), cfg.logger.experiment_name if cfg.get("logger") else "none")
+    recommendations = report_recommendations(cfg)
     datamodule = build_data(cfg)
     module = build_module(cfg, datamodule)
     if cfg.get("init_from"):
@@ -199,6 +219,8 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
         tracking.log_config(logger, cfg, lineage)
         tracking.log_dataset(logger, datamodule, lineage)
         tracking.log_comparison_view(logger)
+        if trainer.is_global_zero:
+            tag_recommendations(logger, recommendations, tracking.model_name(cfg))
 
     try:
         fitted = bool(cfg.train and module.trainable)
@@ -207,12 +229,11 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
         best = best_checkpoint(trainer) if fitted else ""
         metrics: dict[str, float] = {}
         if cfg.test:
-            if hasattr(module.network, "fit_training"):
-                # networks estimated on the training split outside fit (classical baselines: refit=once,
-                # default periods from the frequency, the scaler for multiplicative models)
-                train = datamodule.splits["train"]
-                module.network.fit_training(datamodule.values[train.start : train.end], freq=datamodule.table.freq,
-                                            scaler=datamodule.scaler)
+            # what a network estimates on the training split outside fit (classical baselines: refit=once,
+            # default periods from the frequency, the scaler for multiplicative models); a no-op for most
+            train = datamodule.splits["train"]
+            module.network.fit_training(datamodule.values[train.start : train.end], freq=datamodule.table.freq,
+                                        scaler=datamodule.scaler)
             # the best validation checkpoint after fitting (the weights as they stand when
             # paper_compat reproduces a reference that tested its last epoch); else the given
             # checkpoint, if any
@@ -220,8 +241,9 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
             trainer.test(module, datamodule=datamodule,
                          ckpt_path=(best if best and not last_epoch else None) if fitted else cfg.ckpt_path)
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-            if hasattr(module.network, "diagnostics"):  # e.g. fallbacks and warnings of statsmodels fits
-                extra = reduce_diagnostics(trainer, module.network.diagnostics())
+            diagnostics = module.network.diagnostics()  # e.g. fallbacks and warnings of statsmodels fits
+            if diagnostics:
+                extra = reduce_diagnostics(trainer, diagnostics)
                 metrics.update(extra)
                 if logger is not None:
                     logger.log_metrics(extra)
@@ -229,11 +251,10 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
                 figure = plot_windows(module, datamodule, cfg.plot_windows, tracking.run_name(cfg))
                 tracking.log_figure(logger, figure, "plots/forecast.png")
                 plt.close(figure)
-                if hasattr(module.network, "training_decomposition"):
-                    figure = plot_decomposition(module.network, datamodule, tracking.run_name(cfg))
-                    if figure is not None:
-                        tracking.log_figure(logger, figure, "plots/decomposition.png")
-                        plt.close(figure)
+                figure = plot_decomposition(module.network, datamodule, tracking.run_name(cfg))
+                if figure is not None:
+                    tracking.log_figure(logger, figure, "plots/decomposition.png")
+                    plt.close(figure)
                 if best:
                     tracking.log_artifact(logger, best, "checkpoints")
                 if cfg.log_model or cfg.register:  # the tested weights, config and scaler as a servable pyfunc

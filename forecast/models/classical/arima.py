@@ -1,0 +1,56 @@
+"""Non-seasonal ARIMA with the order of lowest AIC (:class:`ARIMA`)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from forecast.errors import ConfigError
+from forecast.models.classical import fits
+from forecast.models.classical.base import Estimated
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ARIMA_ORDERS = ((1, 0, 0), (2, 0, 0), (1, 0, 1), (2, 0, 1), (0, 1, 1), (1, 1, 1))
+
+
+class ARIMA(Estimated):
+    """Non-seasonal ARIMA (``statsmodels.tsa.arima.model.ARIMA``, state-space maximum
+    likelihood, a constant when ``d = 0``) with the order of ``orders`` of lowest AIC.
+
+    ``refit: once`` (the default) selects the order and estimates it per channel on the training
+    split, then filters each window with those parameters (``.smooth(params)``) and forecasts;
+    ``refit: window`` selects and estimates on every window (one fit per order per series: slow).
+    For a seasonal model, deseasonalise first: ``model=stl model.model=arima``. The period only
+    serves the fallback and the decomposition figure."""
+
+    needs_period = False
+
+    def __init__(self, seq_len: int, pred_len: int, periods: list | None = None, orders: list = DEFAULT_ARIMA_ORDERS,
+                 refit: str = "once", train_rows: int | None = None, workers: int | None = None, progress: bool = True):
+        orders = [tuple(int(v) for v in order) for order in orders]
+        if not orders or any(len(o) != 3 or min(o) < 0 for o in orders):
+            raise ConfigError(f"model.orders={orders} must be a non-empty list of (p, d, q) triples of non-negative integers.")
+        self.orders = orders
+        super().__init__(seq_len, pred_len, periods, refit, train_rows, workers, progress)
+
+    def _prepare(self, train):
+        self.selected = None
+        if self.refit == "once":
+            self.selected = self._estimate_per_channel(fits.select_arima, self._training_rows(train), {"orders": self.orders},
+                                                       None, "order selection")
+            log.info("ARIMA orders selected on the training split, per channel: %s", [o for o, _ in self.selected])
+
+    def _forecast(self, series, channels):
+        if self.refit == "once":
+            if self.selected is None:
+                raise ConfigError("ARIMA with refit=once has no parameters: fit_training() was not called. "
+                                  "Fix: run it through the pipeline or use model.refit=window.")
+            per_channel = [{"horizon": self.pred_len, "order": o, "params": p} for o, p in self.selected]
+            kwargs_list = [per_channel[c] for c in channels.tolist()]
+        else:
+            kwargs_list = [{"horizon": self.pred_len, "orders": self.orders}] * len(series)
+        out, _ = self._map(fits.arima_forecast, series, kwargs_list, self.pred_len)
+        out = torch.as_tensor(out, dtype=torch.float64)
+        return out, ~torch.isfinite(out).all(dim=1)
