@@ -58,6 +58,7 @@ PREDICT_FIXES = {
             "to insert and fill them",
     "off_grid": "remove those rows, or resample the file to the model's step '{freq}'",
     "wrong_freq": "resample the file to '{freq}', or use a model trained at this frequency",
+    "too_sparse": "check the timestamps around that gap; the model's step is '{freq}'",
     "too_short": "give at least {min_rows} consecutive rows of history",
     "too_large": "check those values: the network computes in float32, scaled by the training data's "
                  "mean and std",

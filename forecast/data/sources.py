@@ -456,7 +456,8 @@ def validate_frame(
             found.append(Problem("missing", f"missing values in {detail}{note}", context))
 
     if expect is not None and len(stamps) < expect.min_rows:
-        found.append(Problem("too_short", f"has {len(stamps):,} rows, but the model forecasts from the last "
+        usable_only = "" if usable.all() else " with a usable timestamp"
+        found.append(Problem("too_short", f"has {len(stamps):,} rows{usable_only}, but the model forecasts from the last "
                                           f"seq_len={expect.min_rows} rows", context))
     if found:
         raise _error(wording, found, context)
