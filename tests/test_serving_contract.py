@@ -257,6 +257,75 @@ def test_a_non_finite_forecast_is_never_returned(store, served, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_docs_example_requests_are_answered(store, served):
+    """docs/examples/request.{json,csv} (the last 96 rows of ETTh1) as they are: 200, the
+    forecast after 2018-06-26 19:00, the same as from the file's rows in process."""
+    examples = REPO / "docs" / "examples"
+    expected = load_model(MODEL)[0].predict(history(96))
+    for data, content_type in ((examples / "request.json").read_bytes(), "application/json"), \
+                              ((examples / "request.csv").read_bytes(), "text/csv"):
+        response = post(served, data, content_type)
+        assert response.status_code == 200, response.text[:1000]
+        answer = pd.DataFrame(response.json()["predictions"])
+        assert answer["date"].iloc[0] == "2018-06-26T20:00:00" and len(answer) == H
+        np.testing.assert_array_equal(answer.drop(columns="date").to_numpy(), expected.drop(columns="date").to_numpy())
+
+
+def test_a_parquet_body_is_read_with_its_datetimes(store, served):
+    frame = history().assign(date=lambda f: pd.to_datetime(f["date"]))
+    response = post(served, frame.to_parquet(index=False), "application/vnd.apache.parquet")
+    assert response.status_code == 200, response.text[:1000]
+    assert response.json()["predictions"][0]["date"] == "2018-06-26T20:00:00"
+
+
+def test_deeply_nested_json_is_a_500_and_the_server_goes_on(store, served):
+    response = post(served, "[" * 100_000 + "]" * 100_000)
+    assert response.status_code == 500 and len(response.content) < 1000
+    assert post(served, body(history())).status_code == 200
+
+
+def test_the_request_timeout_bounds_a_huge_request(store, tmp_path):
+    """``mlflow models serve --timeout 1``: a 300,000-row history (about 45 MB of JSON) gets 504;
+    the server answers the next requests. Served from a downloaded copy, as docs/serving.md advises for a
+    local store (serving the models:/ URI itself lets MLflow write into the store at start-up)."""
+    copy = tmp_path / "served-model"
+    copy.mkdir()
+    mlflow.artifacts.download_artifacts(artifact_uri=MODEL, dst_path=str(copy))
+    port = _free_port()
+    env = {**venv_env(), "MLFLOW_TRACKING_URI": store["uri"], "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    with open(tmp_path / "serve.log", "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(copy), "--env-manager", "local",
+                                 "--timeout", "1", "-h", "127.0.0.1", "-p", str(port)], cwd=REPO, stdout=fh,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = {"url": f"http://127.0.0.1:{port}"}
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if requests.get(f"{url['url']}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.3)
+        rows = 300_000
+        values = np.resize(history(96).iloc[:, 1:].to_numpy(), (rows, 7))
+        dates = pd.date_range(end="2018-06-26 19:00", periods=rows, freq="h").strftime("%Y-%m-%d %H:%M:%S")
+        big = json.dumps({"dataframe_split": {"columns": list(history().columns),
+                                              "data": [[d, *v] for d, v in zip(dates, values.tolist())]}})
+        assert len(big) > 40e6
+        slow = post(url, big)
+        assert slow.status_code == 504 and slow.text == "Request processing time exceeded limit"
+        # the timed-out request's work goes on in its thread; a small request may time out too
+        # until it is done (the bound is on the client's wait), then the server answers again
+        statuses = []
+        while not statuses or statuses[-1] == 504 and len(statuses) < 60:
+            statuses.append(post(url, body(history())).status_code)
+        assert statuses[-1] == 200 and set(statuses) <= {200, 504}
+    finally:
+        _stop(proc)
+
+
 def test_requests_write_no_artifact(store, served):
     """Runs after the probes above (pytest keeps file order): the served model's requests,
     refused or answered, changed nothing in the artifact store."""
