@@ -221,3 +221,22 @@ def test_train_py_repairs_etth1_rows_with_a_repeat_and_a_gap(tmp_path):
     hours = table.dates.get_indexer(pd.to_datetime(["2016-08-12 06:00", "2016-08-12 07:00", "2016-08-12 09:00"]))
     ot = table.values[:, -1]
     assert ot[hours[1]] == pytest.approx(ot[hours[0]] + (ot[hours[2]] - ot[hours[0]]) / 3)
+
+
+def test_a_model_expectation_checks_columns_step_length_and_scale_together():
+    from forecast.data.sources import Expectation
+
+    expect = Expectation(columns=["a", "b", "OT"], freq="h", min_rows=5, mean=np.array([0.0, 1e30, 0.0]),
+                         std=np.array([1.0, 1e-10, 1.0]))
+    frame = pd.DataFrame({"date": pd.date_range("2020-01-01", periods=4, freq="h").astype(str),
+                          "OT": [1.0, 2.0, 3.0, 4.0], "b": [1e30, 1e30, 1e30, 1e30], "x": 1.0})
+    with pytest.raises(DataError) as info:
+        validate_frame(frame, problems.request(), expect=expect)
+    message = str(info.value)
+    # 'b' is scaled by its own mean and std (1e30, 1e-10), though 'a' is missing: no overflow
+    assert message.startswith("the request: 2 problems.") and "cannot compute" not in message
+    assert "it lacks ['a'] and it has the extra column(s) ['x']" in message
+    assert "has 4 rows, but the model forecasts from the last seq_len=5 rows" in message
+    frame["b"] = 1e38
+    assert "column 'b' has values the model cannot compute with at row 0" in str(
+        pytest.raises(DataError, validate_frame, frame, problems.request(), expect=expect).value)

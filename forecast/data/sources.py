@@ -206,8 +206,9 @@ def _parse_values(frame: pd.DataFrame, columns: list[str], wording: Wording, fou
             found.append(Problem("non_finite", f"column '{col}' has infinite values at {wording.rows(rows)}"))
         large = np.zeros(n, dtype=bool)
         if expect is not None and expect.mean is not None:
+            k = list(expect.columns).index(col)  # the model's position: a missing column shifts the others
             with np.errstate(over="ignore", invalid="ignore"):
-                scaled = (v - expect.mean[j]) / expect.std[j]
+                scaled = (v - expect.mean[k]) / expect.std[k]
             large = np.isfinite(v) & ~(np.abs(scaled) <= FLOAT32_MAX)
             if large.any():
                 rows = np.flatnonzero(large)
