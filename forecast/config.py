@@ -78,7 +78,13 @@ class TrainConfig:
 
 @dataclass
 class PredictData:
+    """The history file of ``predict.py`` and the repairs it may ask for (see ``conf/predict.yaml``)."""
+
     path: str = MISSING
+    date_col: Optional[str] = None
+    fill: Optional[str] = None
+    duplicates: Optional[str] = None
+    regularize: bool = False
 
 
 @dataclass

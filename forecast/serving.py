@@ -9,15 +9,24 @@ What a logged model carries (artifacts, next to MLflow's ``MLmodel``):
 * ``config.yaml``: the resolved run config (the network is rebuilt from ``model``);
 * ``scaler.json``: the input channels in order (target last), and the per-channel ``mean`` and
   ``std`` of the z-score fitted on the training split;
-* ``data.json``: the lineage of the training data (file, SHA-256, rows, split borders) and
-  its frequency.
+* ``data.json``: the lineage of the training data (file, SHA-256, rows, split borders, repairs)
+  and its frequency.
 
-Input: a DataFrame with the date column and the channels of the training file (at least
-``seq_len`` rows, regularly spaced at the training frequency; the last ``seq_len`` are used).
-It is validated with the data layer's own checks (:mod:`forecast.data.sources`), so a bad
-request fails with the same message a bad training file gets. Output: a DataFrame with the
-``pred_len`` future timestamps and one column per forecast channel (all channels in M mode, the
-target in S/MS), in the data's units.
+**The input contract** (the same for ``predict.py`` and a served model, checked by the same
+function, :func:`forecast.data.sources.validate_frame`): a table with the date column and
+exactly the model's input channels, in any order (a column the model does not read is refused,
+not dropped); timestamps as text or datetimes (numbers such as epoch seconds are refused, not
+guessed at), unique, increasing and spaced by the training step; finite numbers (no infinities,
+no booleans, nothing that overflows the network's float32 once scaled); missing values only
+where the training run filled them (its ``data.fill``); at least ``seq_len`` rows, of which the
+last ``seq_len`` are used. Every problem of a request is reported at once, worded for the
+request body (rows counted from 0). The model is logged with an output signature only, so that
+MLflow's schema enforcement (which drops extra columns and casts booleans) does not run before
+this contract; the contract itself is in the model's metadata (``input_contract``).
+
+Output: a DataFrame with the ``pred_len`` future timestamps and one column per forecast channel
+(all channels in M mode, the target in S/MS), in the data's units. A forecast that is not finite
+is never returned: the request fails with :class:`ForecastFailed`.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import logging
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -35,27 +44,52 @@ import numpy as np
 import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
 from omegaconf import DictConfig, OmegaConf
 from pandas.tseries.frequencies import to_offset
 
-from forecast.data import sources
+from forecast.data import problems
 from forecast.data.scaling import StandardScaler
-from forecast.data.sources import TimeSeriesTable
+from forecast.data.sources import Expectation, TimeSeriesTable, load_table, validate_frame
 from forecast.data.timefeatures import time_features
-from forecast.errors import DataError
+from forecast.errors import DataError, ForecastError
 
 ARTIFACTS = ("network", "config", "scaler", "data")
 MODEL_NAME = "model"  # the name of the logged model inside its run
 PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+SERVING_ENV = "_MLFLOW_IS_IN_SERVING_ENVIRONMENT"  # set by MLflow's scoring server
 
 
-class RequestError(DataError, MlflowException):
+class _KeepsItsMessage:
+    """MLflow's scoring server rewrites the message of an MlflowException raised by ``predict``
+    as "Failed to predict data '<the request as a table>'. Error: <message>": pandas' repr of the
+    request (kilobytes of numbers) before what the client has to read. The message given when
+    the error is raised is the one answered."""
+
+    @property
+    def message(self) -> str:
+        return self._own_message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_own_message"):
+            self._own_message = value
+
+
+class RequestError(_KeepsItsMessage, DataError, MlflowException):
     """A history the model cannot use: the data layer's message, raised as an MlflowException
     so that ``mlflow models serve`` answers HTTP 400 with it instead of a generic error."""
 
     def __init__(self, message: str):
         MlflowException.__init__(self, message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class ForecastFailed(_KeepsItsMessage, ForecastError, MlflowException):
+    """The network produced a forecast that is not finite from a history that passed the input
+    contract; nothing is returned (HTTP 500: the model, not the request, is at fault)."""
+
+    def __init__(self, message: str):
+        MlflowException.__init__(self, message, error_code=INTERNAL_ERROR)
 
 
 @dataclass(frozen=True)
@@ -71,68 +105,67 @@ class InputSpec:
     pred_len: int
     c_out: int
     fill: str | None
+    mean: tuple = ()            # the training scaler per input channel: values that overflow
+    std: tuple = ()             # float32 once scaled are refused
 
     @property
     def outputs(self) -> list[str]:
         """The forecast channels: every channel in M mode, the target otherwise."""
         return self.columns[len(self.columns) - self.c_out:]
 
+    def expectation(self) -> Expectation:
+        return Expectation(columns=list(self.columns), freq=self.freq, min_rows=self.seq_len,
+                           mean=np.asarray(self.mean, dtype=np.float64) if self.mean else None,
+                           std=np.asarray(self.std, dtype=np.float64) if self.std else None)
+
+    def contract(self) -> dict:
+        """The input contract as plain data (the logged model's metadata, the docs)."""
+        return {"date_column": self.date_col, "columns": list(self.columns), "extra_columns": "refused",
+                "timestamps": "ISO 8601 text or datetimes; numbers (epoch seconds) are refused",
+                "step": to_offset(self.freq).freqstr, "min_rows": self.seq_len, "rows_used": self.seq_len,
+                "missing_values": f"filled by {self.fill}" if self.fill else "refused",
+                "values": "finite numbers; booleans and infinities are refused",
+                "horizon": self.pred_len, "outputs": self.outputs}
+
+    def read_frame(self, frame, wording: problems.Wording) -> TimeSeriesTable:
+        """A request's history, validated against this model (every problem in one error)."""
+        if isinstance(frame, dict):
+            try:
+                frame = pd.DataFrame(frame)
+            except ValueError as error:
+                raise wording.error([problems.Problem("empty", f"is not a table ({error})", {"min_rows": self.seq_len})]) from None
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(f"{wording.source}: expected a table with named columns, got a {type(frame).__name__}. Fix: send "
+                            '{"dataframe_split": {"columns": [...], "data": [[...], ...]}}, dataframe_records, or a CSV body '
+                            "with a header.")
+        return validate_frame(frame, wording, date_col=self.date_col, fill=self.fill, expect=self.expectation())
+
+    def read_file(self, path: Path, date_col: str | None = None, fill: str | None = None, duplicates: str | None = None,
+                  regularize: bool = False) -> TimeSeriesTable:
+        """A history file given to ``predict.py``, validated against this model, with the repairs
+        its options ask for (``fill`` defaults to the training run's)."""
+        table = load_table(path, target=None, date_col=date_col or self.date_col, fill=fill or self.fill,
+                           duplicates=duplicates, regularize=regularize, expect=self.expectation(),
+                           wording=problems.predict_file(path))
+        return table
+
     def check_table(self, table: TimeSeriesTable, source: str) -> tuple[pd.DatetimeIndex, np.ndarray]:
-        """The last ``seq_len`` rows of a validated table, as ``(dates, values [seq_len, C])``
-        in the model's channel order; ``DataError`` if the table cannot feed this model."""
-        names = list(table.columns)
-        missing = [c for c in self.columns if c not in names]
-        extra = [c for c in names if c not in self.columns] if self.features != "S" else []
-        if missing or extra:
-            found = f"it lacks {missing}" if missing else ""
-            found += (" and " if missing and extra else "") + (f"it has the extra column(s) {extra}" if extra else "")
-            raise DataError(
-                f"{source}: the model was trained on the columns {self.columns} (and the date column "
-                f"'{self.date_col}'), but {found}. Fix: give the same columns as the training file"
-                + (" (drop the extra ones)." if extra and not missing else ".")
-            )
-        offset = to_offset(self.freq)
-        if table.freq != offset:
-            raise DataError(
-                f"{source}: the rows are spaced by '{table.freq.freqstr}', but the model was trained on "
-                f"'{offset.freqstr}' data. Fix: resample the file to '{offset.freqstr}', or use a model "
-                "trained at this frequency."
-            )
-        if table.n_rows < self.seq_len:
-            raise DataError(
-                f"{source}: has {table.n_rows:,} rows, but the model forecasts from the last "
-                f"seq_len={self.seq_len} rows. Fix: give at least {self.seq_len} consecutive rows of history."
-            )
-        order = [names.index(c) for c in self.columns]
-        return table.dates[-self.seq_len:], table.values[-self.seq_len:, order]
+        """The last ``seq_len`` rows of an already validated table, as ``(dates, values
+        [seq_len, C])`` in the model's channel order; ``DataError`` if the table cannot feed this
+        model (the same checks as a request's)."""
+        frame = pd.DataFrame(table.values, columns=list(table.columns))
+        frame.insert(0, self.date_col, table.dates)
+        wording = replace(problems.predict_file(source), numbering="date")  # the table's rows need not be file lines
+        checked = validate_frame(frame, wording, date_col=self.date_col, expect=self.expectation())
+        return checked.dates[-self.seq_len:], checked.values[-self.seq_len:]
 
     def future_dates(self, last: pd.Timestamp) -> pd.DatetimeIndex:
         return pd.date_range(last, periods=self.pred_len + 1, freq=to_offset(self.freq))[1:]
 
 
-def table_from_frame(frame: pd.DataFrame, spec: InputSpec, source: str = "the model input") -> TimeSeriesTable:
-    """Validate an in-memory history as :func:`forecast.data.sources.load_table` validates a
-    file (dates parseable, unique and increasing, values numeric, regular spacing, missing
-    values filled only as the training data was)."""
-    if not isinstance(frame, pd.DataFrame) or frame.empty:
-        raise DataError(f"{source}: expected a table with a '{spec.date_col}' column and the channels {spec.columns}; "
-                        "got no rows. Fix: send at least seq_len rows of history.")
-    frame = frame.reset_index(drop=True)
-    frame.columns = [str(c) for c in frame.columns]
-    if spec.date_col not in frame.columns:
-        raise DataError(f"{source}: no date column '{spec.date_col}'; the columns are {list(frame.columns)}. "
-                        f"Fix: add the timestamps as a column named '{spec.date_col}'.")
-    dates = sources._parse_dates(frame[spec.date_col], source, spec.date_col)
-    channels = frame.drop(columns=[spec.date_col])
-    target = spec.columns[-1]
-    if target in channels.columns:
-        channels = channels[[c for c in channels.columns if c != target] + [target]]
-    channels = sources._to_numeric(channels, source)
-    freq = sources._infer_freq(dates, source) if len(dates) >= 3 else to_offset(spec.freq)
-    sources._check_spacing(dates, freq, source, declared=False)
-    channels = sources._fill_missing(channels, dates, source, spec.fill)
-    return TimeSeriesTable(path=Path(source), dates=dates, values=channels.to_numpy(dtype=np.float64),
-                           columns=list(channels.columns), target=target, freq=freq, sha256="")
+def input_source() -> str:
+    """How a message names the data: the request body when MLflow's scoring server runs us."""
+    return "the request" if os.environ.get(SERVING_ENV, "").lower() == "true" else "the model input"
 
 
 class ForecastModel(mlflow.pyfunc.PythonModel):
@@ -152,7 +185,7 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
             columns=list(scaler["columns"]), date_col=str(cfg.data.get("date_col", "date")), freq=data["freq"],
             calendar_freq=cfg.data.get("calendar_freq"), features=str(cfg.data.features),
             seq_len=int(cfg.data.seq_len), pred_len=int(cfg.data.pred_len), c_out=int(scaler["c_out"]),
-            fill=cfg.data.get("fill"),
+            fill=cfg.data.get("fill"), mean=tuple(scaler["mean"]), std=tuple(scaler["std"]),
         )
         self.lineage = data
         self.network = load_network(artifacts["network"], cfg)
@@ -175,13 +208,29 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
         result.insert(0, spec.date_col, future.as_unit("ns"))
         return result
 
+    def forecast_table(self, table: TimeSeriesTable, source: str) -> pd.DataFrame:
+        """The forecast after a validated table's last ``seq_len`` rows; :class:`ForecastFailed`
+        rather than a forecast with NaN or infinite values."""
+        result = self.forecast(table.dates[-self.spec.seq_len:], table.values[-self.spec.seq_len:])
+        values = result[self.spec.outputs].to_numpy()
+        bad = ~np.isfinite(values)
+        if bad.any():
+            cols = [c for j, c in enumerate(self.spec.outputs) if bad[:, j].any()]
+            steps = np.flatnonzero(bad.any(axis=1)) + 1
+            raise ForecastFailed(
+                f"{source}: the model's forecast is not finite (NaN or infinite) in {cols} at horizon step(s) "
+                f"{', '.join(map(str, steps[:5]))}{' …' if len(steps) > 5 else ''}, so no forecast is returned. The history "
+                "passed every input check, so the network itself produced it. Fix: look for extreme values in the "
+                "history's last rows; if there are none, the model is broken: forecast with another version.")
+        return result
+
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        source = input_source()
         try:
-            table = table_from_frame(model_input, self.spec)
-            dates, values = self.spec.check_table(table, "the model input")
+            table = self.spec.read_frame(model_input, problems.request(source))
         except DataError as error:
             raise RequestError(str(error)) from None
-        return self.forecast(dates, values)
+        return self.forecast_table(table, source)
 
 
 def load_network(path: str, cfg: DictConfig) -> torch.nn.Module:
@@ -225,7 +274,8 @@ def input_example(datamodule) -> pd.DataFrame:
     values = datamodule.scaler.inverse_transform(datamodule.values[rows].double().numpy())
     frame = pd.DataFrame(values, columns=list(datamodule.columns))
     date_col = getattr(datamodule, "date_col", "date")
-    frame.insert(0, date_col, datamodule.table.dates[rows].as_unit("ns"))
+    # timestamps as text, as a client sends them (JSON has no datetime type)
+    frame.insert(0, date_col, datamodule.table.dates[rows].strftime("%Y-%m-%d %H:%M:%S"))
     return frame
 
 
@@ -243,17 +293,15 @@ def requirements() -> list[str]:
     return out
 
 
-def signature(example: pd.DataFrame, output: pd.DataFrame, date_col: str):
-    """The model signature, with the input's date column of any type: timestamps arrive as text
-    over HTTP and from CSV files (pandas 3 reads them as ``str``, which MLflow will not cast), as
-    datetimes from Parquet; the data layer parses and checks them either way."""
+def signature(output: pd.DataFrame):
+    """The model signature: its output only. With an input schema MLflow would enforce it before
+    the model sees a request (dropping extra columns, casting booleans to numbers, refusing a
+    CSV body's text timestamps with a stack trace); the input contract is checked by the model
+    itself, the same way as ``predict.py`` checks a file, and stated in the metadata."""
     from mlflow.models import infer_signature
     from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    inferred = infer_signature(example, output)
-    inputs = [ColSpec(AnyType(), date_col) if c.name == date_col else c for c in inferred.inputs.inputs]
-    return ModelSignature(inputs=Schema(inputs), outputs=inferred.outputs)
+    return ModelSignature(inputs=None, outputs=infer_signature(output).inputs)
 
 
 def log_model(cfg: DictConfig, module, datamodule, lineage: dict, tags: dict | None = None):
@@ -277,8 +325,8 @@ def log_model(cfg: DictConfig, module, datamodule, lineage: dict, tags: dict | N
                 warnings.simplefilter("ignore")  # MLflow's advice to use type hints; we give a signature
                 return mlflow.pyfunc.log_model(
                     name=MODEL_NAME, python_model=ForecastModel(), artifacts=artifacts,
-                    signature=signature(example, output, model.spec.date_col), input_example=example,
-                    pip_requirements=requirements(), tags=tags,
+                    signature=signature(output), input_example=example, pip_requirements=requirements(), tags=tags,
+                    metadata={"input_contract": model.spec.contract()},
                 )
         finally:
             mlflow_log.removeFilter(quiet)

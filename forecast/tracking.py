@@ -29,6 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from forecast.data.sources import REPAIRS
+
 SWEEP_ENV = "FORECAST_SWEEP_ID"      # set by SweepCallback for the jobs of one multirun
 SWEEP_NAME_ENV = "FORECAST_SWEEP_NAME"
 
@@ -201,6 +203,9 @@ def run_tags(cfg: DictConfig, lineage: dict) -> dict[str, str]:
         "data_sha256": lineage["sha256"],
         "data_rows": str(lineage["rows"]),
     }
+    # what the opt-in data repairs changed (data_duplicates_dropped, data_rows_inserted, data_values_filled;
+    # 0 on a clean run), so that a repaired run is never mistaken for a clean one
+    tags.update({f"data_{k}": str(v) for k, v in lineage.get("repairs", {}).items() if k in REPAIRS})
     # every run carries every key, so the UI's columns and Compare view line all models up:
     # "none" where a key does not apply (refit: the estimation protocol of the classical
     # baselines, window or once; experiment: a paper setting of conf/experiment)

@@ -355,7 +355,7 @@ def _gap(frame):
     ("short", lambda f: f.tail(L - 1), f"has {L - 1} rows, but the model forecasts from the last seq_len={L} rows"),
     ("columns", lambda f: f.drop(columns=["HULL"]).rename(columns={"LULL": "X"}),
      "but it lacks ['HULL', 'LULL'] and it has the extra column(s) ['X']"),
-    ("gap", _gap, "timestamps are not spaced by the inferred frequency 'h'"),
+    ("gap", _gap, "timestamps are not spaced by the model's step 'h'"),
 ])
 def test_predict_rejects_a_bad_history_and_writes_nothing(server, runs, tmp_path, name, edit, message):
     from forecast.pipelines.predict import run as predict
@@ -413,7 +413,7 @@ def test_mlflow_models_serve_answers_a_forecast_request(server, runs, tmp_path):
     body = {"dataframe_split": {"columns": list(gap.columns), "data": gap.to_numpy().tolist()}}
     response = requests.post(f"{serve['url']}/invocations", json=body, timeout=60)
     assert response.status_code == 400
-    assert "timestamps are not spaced by the inferred frequency 'h'" in response.json()["message"]
+    assert "timestamps are not spaced by the model's step 'h'" in response.json()["message"]
 
 
 # ------------------------------------------------------------------ the UI

@@ -31,7 +31,7 @@ CASES = {
     "unparseable date": (rows(hourly(3)[:2] + ["not a date"]), r"'date' has 1 value\(s\) that are not dates \(line 4: 'not a date'\)"),
     "duplicate timestamps": (rows(hourly(4)[:3] + [hourly(4)[2]]), r"duplicate timestamps at line 5 \(2020-01-01 02:00:00\).*one row per timestamp"),
     "not increasing": (rows([hourly(4)[i] for i in (0, 1, 3, 2)]), r"not increasing at line 5 .*sort the file"),
-    "gap in spacing": (rows(hourly(6)[:3] + hourly(6)[4:]), r"not spaced by the inferred frequency 'h': line 5 is 2020-01-01 04:00:00 after 2020-01-01 02:00:00, expected 2020-01-01 03:00:00"),
+    "gap in spacing": (rows(hourly(6)[:3] + hourly(6)[4:]), r"not spaced by the inferred frequency 'h': 1 missing timestamp in 1 gap: 2020-01-01 03:00:00 between line 4 \(2020-01-01 02:00:00\) and line 5 \(2020-01-01 04:00:00\)"),
     "missing values": (rows(hourly(5), ["1,2", "2,", "3,4", ",", "5,6"]), r"missing values in 'a' at line 5 .*; 'OT' at line 3 .*line 5 .*data.fill=ffill or data.fill=interpolate"),
     "non-numeric column": (rows(hourly(3), ["1,2", "x,3", "3,4"]), r"column 'a' is not numeric \(line 3: 'x'\)"),
     "target missing": (HEADER.replace("OT", "load") + "2020-01-01 00:00,1,2\n", r"target column 'OT' not found.*\['a', 'load'\].*data.target"),
@@ -49,7 +49,7 @@ def test_bad_files_raise_a_specific_error(case, write_csv, tmp_path):
 
 def test_declared_frequency_is_checked(write_csv):
     path = write_csv(rows(hourly(5)))
-    with pytest.raises(DataError, match=r"not spaced by data.freq='15min': line 3"):
+    with pytest.raises(DataError, match=r"the rows are spaced by 'h', not by data.freq='15min'. Fix: set data.freq='h'"):
         load_table(path, freq="15min")
     with pytest.raises(ConfigError, match="not a pandas frequency alias"):
         load_table(path, freq="fortnightly-ish")

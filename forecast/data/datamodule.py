@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from forecast.data.windows import WindowDataset, collate_batch
 from forecast.errors import ConfigError
 
 FEATURE_MODES = ("M", "S", "MS")
+log = logging.getLogger(__name__)
 
 
 class ForecastDataModule(pl.LightningDataModule):
@@ -28,6 +30,11 @@ class ForecastDataModule(pl.LightningDataModule):
 
     Feature modes: ``M`` all channels in and out; ``S`` the target alone; ``MS`` all channels
     in, the target out (``c_out = 1``, the last channel).
+
+    Repairs of the file are opt-in (see :mod:`forecast.data.sources`): ``duplicates``
+    (``first``, ``last`` or ``mean`` of the rows of a repeated timestamp; ``None`` refuses
+    them), ``regularize`` (insert the missing timestamps of the step; ``fill`` fills them) and
+    ``fill``. What they changed is logged and goes into :meth:`lineage`.
 
     ``enc_in`` and ``mark_dim`` are derived from the file; given as numbers they are checked
     against it. ``drop_last_test`` reproduces the Informer-era loaders that silently dropped the
@@ -59,6 +66,8 @@ class ForecastDataModule(pl.LightningDataModule):
         calendar_freq: str | None = None,
         date_col: str = "date",
         fill: str | None = None,
+        duplicates: str | None = None,
+        regularize: bool = False,
         split_by: str = "ratio",
         split_sizes: tuple = (0.7, 0.1, 0.2),
         allow_constant: bool = False,
@@ -81,6 +90,7 @@ class ForecastDataModule(pl.LightningDataModule):
         self.name, self.path, self.target, self.features = name, Path(path), target, features
         self.seq_len, self.pred_len = int(seq_len), int(pred_len)
         self.freq, self.calendar_freq, self.date_col, self.fill = freq, calendar_freq, date_col, fill
+        self.duplicates, self.regularize = duplicates, bool(regularize)
         self.split_by, self.split_sizes = split_by, tuple(split_sizes)
         self.allow_constant, self.season_length = allow_constant, int(season_length)
         self.batch_size = int(batch_size)
@@ -100,7 +110,9 @@ class ForecastDataModule(pl.LightningDataModule):
         """
         if self.table is not None:
             return self
-        table = load_table(self.path, target=self.target, date_col=self.date_col, freq=self.freq, fill=self.fill)
+        table = load_table(self.path, target=self.target, date_col=self.date_col, freq=self.freq, fill=self.fill,
+                           duplicates=self.duplicates, regularize=self.regularize)
+        self._log_repairs(table)
         values = table.values[:, -1:] if self.features == "S" else table.values
         self.columns = table.columns[-1:] if self.features == "S" else table.columns
         self.enc_in = values.shape[1]
@@ -124,6 +136,18 @@ class ForecastDataModule(pl.LightningDataModule):
                 )
         self.table = table
         return self
+
+    def _log_repairs(self, table: TimeSeriesTable) -> None:
+        """One line per repair that changed the data, so a repaired run never reads as a clean one."""
+        done = table.repairs
+        if done["duplicates_dropped"]:
+            log.warning("%s: data.duplicates=%s dropped %d row(s) with a repeated timestamp", self.path,
+                        self.duplicates, done["duplicates_dropped"])
+        if done["rows_inserted"]:
+            log.warning("%s: data.regularize=true inserted %d missing timestamp(s) at the step '%s'", self.path,
+                        done["rows_inserted"], table.freq.freqstr)
+        if done["values_filled"]:
+            log.warning("%s: data.fill=%s filled %d missing value(s)", self.path, self.fill, done["values_filled"])
 
     def _naive_scale(self, train_targets: np.ndarray) -> np.ndarray:
         """MASE denominator per target channel: in-sample MAE of the seasonal naive forecast."""
@@ -227,6 +251,9 @@ class ForecastDataModule(pl.LightningDataModule):
             "freq": self.table.freq.freqstr,
             "first_timestamp": str(dates[0]),
             "last_timestamp": str(dates[-1]),
+            # the opt-in repairs and what they changed (all 0: the file was used as it is)
+            "repairs": {"duplicates": self.duplicates, "regularize": self.regularize, "fill": self.fill,
+                        **self.table.repairs},
         }
         for name, split in self.splits.items():
             info[f"{name}_rows"] = f"{split.border}-{split.end - 1}"

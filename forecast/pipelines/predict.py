@@ -1,23 +1,29 @@
 """The program behind ``python predict.py``: a registered MLflow model + a history file -> forecast.
 
 Everything that can reject the input (the output name, the model URI, the file, its columns,
-frequency and length) is checked before anything is written.
+frequency and length) is checked before anything is written: the file by the same function,
+with the same rules, as a request to the served model (:mod:`forecast.serving`), its problems
+worded with the options this program accepts (``data.date_col``, ``data.fill``,
+``data.duplicates``, ``data.regularize``). Loading the model writes nothing into the run's
+artifacts (MLflow would add a ``registered_model_meta`` file to a local artifact store).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from forecast import plots  # also sets the Agg backend before pyplot is used
-from forecast.data.sources import load_table
 from forecast.errors import ConfigError
-from forecast.serving import ForecastModel
+from forecast.serving import PROGRESS_BAR, ForecastModel
 
 import matplotlib.pyplot as plt  # noqa: E402  isort: skip
 
@@ -35,9 +41,13 @@ def load_model(model_uri: str, tracking_uri: str | None = None):
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)
     try:
-        with warnings.catch_warnings():
+        # into a folder of our own: without one, a models:/ URI on a local artifact store loads
+        # the run's own folder and MLflow writes registered_model_meta into it. Everything the
+        # model needs is read at load time, so the copy goes when loading is done.
+        with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="forecast-model-") as copy, \
+                _no_progress_bar():
             warnings.simplefilter("ignore")
-            model = mlflow.pyfunc.load_model(model_uri)
+            model = mlflow.pyfunc.load_model(model_uri, dst_path=copy)
     except (MlflowException, OSError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
@@ -50,6 +60,21 @@ def load_model(model_uri: str, tracking_uri: str | None = None):
     if not isinstance(impl, ForecastModel):
         raise ConfigError(f"model_uri={model_uri} is a {type(impl).__name__}, not a forecast model logged by train.py.")
     return model, impl
+
+
+@contextmanager
+def _no_progress_bar():
+    """MLflow draws a progress bar per downloaded model (of a few kB) on stderr: noise in a
+    forecast's output."""
+    saved = os.environ.get(PROGRESS_BAR)
+    os.environ[PROGRESS_BAR] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(PROGRESS_BAR, None)
+        else:
+            os.environ[PROGRESS_BAR] = saved
 
 
 def output_path(output: str) -> Path:
@@ -79,27 +104,52 @@ def prediction_figure(history: pd.DataFrame, forecast: pd.DataFrame, date_col: s
     return fig
 
 
+def required(cfg: DictConfig) -> None:
+    """``model_uri`` and ``data.path`` are given: one line with the fix instead of Hydra's traceback."""
+    example = "python predict.py model_uri=models:/etth1-dlinear@champion data.path=history.csv"
+    for key in ("model_uri", "data.path"):
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if node is None or leaf not in node or OmegaConf.is_missing(node, leaf):
+            raise ConfigError(f"{key} is not set. Fix: give it on the command line, e.g. {example}.")
+
+
+def report_repairs(table, cfg: DictConfig, fill: str | None) -> None:
+    """One line per repair that changed the history, so a repaired forecast is never taken for a clean one."""
+    done, source = table.repairs, cfg.data.path
+    if done["duplicates_dropped"]:
+        log.warning("%s: data.duplicates=%s dropped %d row(s) with a repeated timestamp", source, cfg.data.duplicates,
+                    done["duplicates_dropped"])
+    if done["rows_inserted"]:
+        log.warning("%s: data.regularize=true inserted %d missing timestamp(s) at the step '%s'", source,
+                    done["rows_inserted"], table.freq.freqstr)
+    if done["values_filled"]:
+        log.warning("%s: data.fill=%s filled %d missing value(s)", source, fill, done["values_filled"])
+
+
 def run(cfg: DictConfig) -> dict:
     """Forecast the ``pred_len`` steps after the last row of ``cfg.data.path``; write
     ``cfg.output`` (CSV or Parquet) and a PNG beside it. Returns the paths and the forecast."""
+    required(cfg)
     output = output_path(str(cfg.output))
     model, impl = load_model(str(cfg.model_uri), cfg.get("tracking_uri"))
     spec = impl.spec
     source = Path(str(cfg.data.path))
-    # the data layer's reading and validation (target=None: the columns are checked against
-    # the model's below, with a message that names them; the step is inferred, then compared)
-    table = load_table(source, target=None, date_col=spec.date_col, freq=None, fill=spec.fill)
-    dates, values = spec.check_table(table, str(source))
-    frame = pd.DataFrame(values, columns=spec.columns)
-    frame.insert(0, spec.date_col, dates.as_unit("ns"))
-    forecast = model.predict(frame)
+    data = cfg.data
+    date_col = data.get("date_col") or spec.date_col
+    fill = data.get("fill") or spec.fill
+    table = spec.read_file(source, date_col=date_col, fill=fill, duplicates=data.get("duplicates"),
+                           regularize=bool(data.get("regularize", False)))
+    report_repairs(table, cfg, fill)
+    forecast = impl.forecast_table(table, str(source))
+    # the history's own name for its timestamps
+    forecast = forecast.rename(columns={spec.date_col: date_col})
 
     keep = min(table.n_rows, max(spec.seq_len, 2 * spec.pred_len))
-    order = [table.columns.index(c) for c in spec.columns]
-    history = pd.DataFrame(table.values[-keep:][:, order], columns=spec.columns)
-    history.insert(0, spec.date_col, table.dates[-keep:])
-    title = f"{cfg.model_uri}: {spec.pred_len} steps after {dates[-1]}"
-    figure = prediction_figure(history, forecast, spec.date_col, title)
+    history = pd.DataFrame(table.values[-keep:], columns=spec.columns)
+    history.insert(0, date_col, table.dates[-keep:])
+    title = f"{cfg.model_uri}: {spec.pred_len} steps after {table.dates[-1]}"
+    figure = prediction_figure(history, forecast, date_col, title)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     if FORMATS[output.suffix.lower()] == "CSV":
@@ -111,4 +161,5 @@ def run(cfg: DictConfig) -> dict:
     plt.close(figure)
     log.info("forecast of %s (%d steps, %s) from %s -> %s, %s", cfg.model_uri, spec.pred_len,
              ", ".join(spec.outputs), source, output, picture)
-    return {"output": output, "figure": picture, "forecast": forecast, "values": np.asarray(values)}
+    return {"output": output, "figure": picture, "forecast": forecast,
+            "values": np.asarray(table.values[-spec.seq_len:]), "repairs": dict(table.repairs)}
