@@ -480,7 +480,7 @@ def test_every_classical_model_runs_through_train_py_with_the_metric_keys_of_dli
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    runs = {r.data.tags["model"]: r for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    runs = {r.data.tags["model"]: r for r in client.search_runs([client.get_experiment_by_name("tiny-debug").experiment_id])
             if r.data.tags.get("kind") != "sweep"}  # the sweep's parent run
     assert set(runs) == {"dlinear", *CLASSICAL}
     deep = {k for k in runs["dlinear"].data.metrics if k.startswith("test/")}

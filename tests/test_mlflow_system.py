@@ -40,7 +40,7 @@ from forecast.registry import register_run
 from tests.helpers import ETTH1, REPO, compose, compose_config, sinusoid_frame
 
 H, L = 24, 48
-COMMON = ["trainer=debug", f"data.seq_len={L}", f"data.pred_len={H}", "trainer.enable_progress_bar=false", "num_threads=1"]
+COMMON = ["trainer.max_epochs=1", f"data.seq_len={L}", f"data.pred_len={H}", "trainer.enable_progress_bar=false", "num_threads=1"]
 ACCURACY = {"test/mse", "test/mae", "test/mae_orig", "test/rmse_orig", "test/mase_orig", "test/smape_orig"}
 SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # the lean server of environment.md §4
 
@@ -229,7 +229,7 @@ def test_hydra_multirun_jobs_are_children_of_one_parent_run(server, tmp_path):
     callback.on_multirun_start(base)
     for horizon in (12, 24):
         cfg = compose_config(["data=csv", f"data.path={path}", "data.seq_len=24", f"data.pred_len={horizon}",
-                              "trainer=debug", "log_model=false", "trainer.enable_progress_bar=false"],
+                              "trainer.max_epochs=1", "log_model=false", "trainer.enable_progress_bar=false"],
                              tmp_path / str(horizon), tracking_uri=server["uri"])
         hydra_cfg = HydraConfig.get()
         with read_write(hydra_cfg), open_dict(hydra_cfg):

@@ -219,7 +219,7 @@ def test_a_training_run_reports_each_recommendation_of_its_model_file(name, make
     with caplog.at_level(logging.INFO, logger="forecast.pipelines.train"):
         metrics = run(cfg)
     assert np.isfinite(metrics["test/mse"]) and metrics["test/mse"] > 0
-    _, runs = runs_of(make_config.tracking_uri, "etth1")
+    _, runs = runs_of(make_config.tracking_uri, "etth1-debug")  # a two-batch run: a debug run
     (record,) = runs
     assert record.info.status == "FINISHED" and record.info.run_name == f"{name}-etth1-48-12"
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"model={name} ")]

@@ -61,7 +61,7 @@ def store(tmp_path_factory):
         mp.chdir(root)  # MLflow's default artifact root is ./mlruns
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.setenv("OMP_NUM_THREADS", "1")
-        cfg = compose_config(["trainer=debug", f"data.seq_len={L}", f"data.pred_len={H}", "register=true",
+        cfg = compose_config(["trainer.max_epochs=1", f"data.seq_len={L}", f"data.pred_len={H}", "register=true",
                               "alias=champion", "trainer.enable_progress_bar=false", "num_threads=1",
                               f"data.path={ETTH1}"], root / "train", tracking_uri=uri)
         run(cfg)

@@ -40,7 +40,7 @@ def test_parameter_free_network_is_only_tested_and_scored_exactly(make_config, w
 
 
 def test_fit_logs_a_complete_mlflow_run(make_config):
-    cfg = make_config("trainer=debug", "data.seq_len=48", "data.pred_len=24", "+tags.purpose=test")
+    cfg = make_config("trainer.max_epochs=1", "data.seq_len=48", "data.pred_len=24", "+tags.purpose=test")
     metrics = run(cfg)
     client, runs = runs_of(make_config.tracking_uri, "etth1")
     assert len(runs) == 1
@@ -65,7 +65,7 @@ def test_fit_logs_a_complete_mlflow_run(make_config):
 
 
 def test_paper_compat_drops_the_last_test_batch_and_says_so(make_config):
-    cfg = make_config("trainer=debug", "trainer.limit_test_batches=1.0", "data.seq_len=48", "data.pred_len=24",
+    cfg = make_config("trainer.max_epochs=1", "data.seq_len=48", "data.pred_len=24",
                       "data.batch_size=32", "paper_compat=true")
     run(cfg)
     _, runs = runs_of(make_config.tracking_uri, "etth1")
@@ -106,7 +106,7 @@ def test_last_ckpt_is_the_latest_epoch_and_the_best_checkpoint_is_tested(make_co
 def test_train_py_entry_point_writes_a_run_mlflow_can_read(tmp_path):
     proc = train_py(tmp_path, "data.pred_len=24", "hydra.run.dir=out")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    client, runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
+    client, runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1-debug")  # train_py runs trainer=debug
     assert len(runs) == 1
     r = runs[0]
     assert {"test/mse", "test/mae"} <= set(r.data.metrics)
@@ -118,7 +118,7 @@ def test_train_py_entry_point_writes_a_run_mlflow_can_read(tmp_path):
 def test_train_py_multirun_sweep(tmp_path):
     proc = train_py(tmp_path, "-m", "data.pred_len=12,24", "hydra.sweep.dir=sweep")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    _, runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1")
+    _, runs = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "etth1-debug")  # the sweep's parent goes with its jobs
     (parent,) = [r for r in runs if r.data.tags.get("kind") == "sweep"]  # one parent run per sweep
     jobs = [r for r in runs if r is not parent]
     assert sorted(r.info.run_name for r in jobs) == ["dlinear-etth1-96-12", "dlinear-etth1-96-24"]
