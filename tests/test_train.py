@@ -131,7 +131,8 @@ def test_train_py_bad_data_fails_cleanly(tmp_path):
     bad.to_csv(tmp_path / "gap.csv", index=False)
     proc = train_py(tmp_path, "data=csv", "data.path=gap.csv")
     assert proc.returncode != 0
-    assert "timestamps are not spaced by the inferred frequency 'h': line 102" in proc.stderr
+    assert ("timestamps are not spaced by the inferred frequency 'h': 1 missing timestamp in 1 gap: 2020-01-05 04:00:00 "
+            "between line 101 (2020-01-05 03:00:00) and line 102 (2020-01-05 05:00:00)") in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
 
