@@ -42,13 +42,14 @@ import torch
 from torch import nn
 
 from forecast.errors import ConfigError, DataError
-from forecast.models.classical import fits, kernels
+from forecast.models.classical import fits, horizon, kernels
 from forecast.models.classical.parallel import FitCounts, map_series, resolve_workers
 from forecast.models.classical.periods import default_periods
 
 log = logging.getLogger(__name__)
 
 REFIT = ("window", "once")
+OBJECTIVES = ("one_step", "horizon")  # exponential smoothing: statsmodels' one-step fit, or the pred_len-step error
 
 
 def _choice(name: str, value, options: tuple) -> None:
@@ -378,14 +379,27 @@ class _Smoothing(_Estimated):
         """``[α, β, γ, φ]`` when every parameter the model has is given, else ``None``."""
         return None
 
+    def _check_objective(self, objective: str, refit: str) -> None:
+        _choice("objective", objective, OBJECTIVES)
+        if objective == "horizon" and refit != "once":
+            raise ConfigError("model.objective=horizon scores forecasts from windows of the training split, so it "
+                              "estimates once. Fix: model.refit=once, or model.objective=one_step.")
+        self.objective = objective
+
     def _prepare(self, train):
         if self.multiplicative:
             self._check_positive_training(train, self._multiplicative_name)
         self.params = None
         if self.refit == "once" and self._fixed_params() is None:
             units = self.to_positive(torch.from_numpy(train.T.copy()), torch.arange(train.shape[1])).numpy().T
-            results = self._estimate_per_channel(self._estimator(), self._training_rows(units), self._estimate_kwargs(), 4,
-                                                 "smoothing parameters")
+            if self.objective == "horizon":
+                kwargs = self._estimate_kwargs()
+                results = horizon.fit(self._training_rows(units), self.seq_len, self.pred_len, kwargs["trend"],
+                                      kwargs["damped"], kwargs["seasonal"], kwargs["period"], kwargs.get("fixed"),
+                                      season_from_new_level=self.season_from_new_level)
+            else:
+                results = self._estimate_per_channel(self._estimator(), self._training_rows(units), self._estimate_kwargs(),
+                                                     4, "smoothing parameters")
             self.params = torch.as_tensor(np.asarray(results), dtype=torch.float64)  # [C, 4]
 
     def _forecast(self, series, channels):
@@ -427,8 +441,10 @@ class HoltWinters(_Smoothing):
 
     Parameters ``smoothing_level`` α, ``smoothing_trend`` β, ``smoothing_seasonal`` γ and
     ``damping_trend`` φ: given values are used as they are; the others are estimated
-    (``ExponentialSmoothing.fit``) on the training split (``refit: once``, the default) or on
-    each window (``refit: window``). Forecasts come from the same recursion, vectorised over
+    (``ExponentialSmoothing.fit``, the one-step fit) on the training split (``refit: once``, the
+    default) or on each window (``refit: window``); ``objective: horizon`` (with ``refit: once``)
+    chooses them instead for the ``pred_len``-step error of windows of the training split
+    (:mod:`forecast.models.classical.horizon`). Forecasts come from the same recursion, vectorised over
     every window and channel, from heuristic initial states of each window.
 
     Note: statsmodels 0.15's own ``forecast`` takes the seasonal state from before the last
@@ -442,9 +458,11 @@ class HoltWinters(_Smoothing):
                  damped: bool = True, seasonal: str | None = "add", smoothing_level: float | None = None,
                  smoothing_trend: float | None = None, smoothing_seasonal: float | None = None,
                  damping_trend: float | None = None, positive_shift: bool = False, refit: str = "once",
-                 train_rows: int | None = None, workers: int | None = None, progress: bool = True):
+                 objective: str = "one_step", train_rows: int | None = None, workers: int | None = None,
+                 progress: bool = True):
         _choice("trend", trend, (None, "add"))
         _choice("seasonal", seasonal, (None, "add", "mul"))
+        self._check_objective(objective, refit)
         for name, value in (("smoothing_level", smoothing_level), ("smoothing_trend", smoothing_trend),
                             ("smoothing_seasonal", smoothing_seasonal), ("damping_trend", damping_trend)):
             _unit_interval(name, value)
@@ -486,7 +504,8 @@ class ETS(_Smoothing):
     optional (damped) additive trend, optional additive or multiplicative season.
 
     Parameters are estimated on the training split (``refit: once``, the default) or on each
-    window (``refit: window``); the point forecasts, which the error type does not change, come
+    window (``refit: window``); ``objective: horizon`` (``refit: once``) chooses them for the
+    ``pred_len``-step error instead of the likelihood, as Holt-Winters does; the point forecasts, which the error type does not change, come
     from the equivalent Holt-Winters recursion (``β = β_ETS/α``; a multiplicative season is
     updated from the new level, as ``ETSModel`` does), vectorised."""
 
@@ -495,9 +514,10 @@ class ETS(_Smoothing):
 
     def __init__(self, seq_len: int, pred_len: int, periods: list | None = None, error: str = "add",
                  trend: str | None = "add", damped: bool = True, seasonal: str | None = "add",
-                 positive_shift: bool = False, refit: str = "once", train_rows: int | None = None,
-                 workers: int | None = None, progress: bool = True):
+                 positive_shift: bool = False, refit: str = "once", objective: str = "one_step",
+                 train_rows: int | None = None, workers: int | None = None, progress: bool = True):
         _choice("error", error, ("add", "mul"))
+        self._check_objective(objective, refit)
         _choice("trend", trend, (None, "add"))
         _choice("seasonal", seasonal, (None, "add", "mul"))
         self.error, self.trend_kind, self.seasonal_kind, self.damped = error, trend, seasonal, bool(damped and trend)
@@ -787,41 +807,56 @@ DEFAULT_ARIMA_ORDERS = ((1, 0, 0), (2, 0, 0), (1, 0, 1), (2, 0, 1), (0, 1, 1), (
 
 
 class ARIMA(_Estimated):
-    """Non-seasonal ARIMA (``statsmodels.tsa.arima.model.ARIMA``, state-space maximum
-    likelihood, a constant when ``d = 0``) with the order of ``orders`` of lowest AIC.
+    """ARIMA (``statsmodels.tsa.arima.model.ARIMA``, state-space maximum likelihood, a constant
+    when nothing is differenced) with the order of ``orders`` of lowest AIC, and with
+    ``seasonal_order`` ``(P, D, Q)`` a seasonal ARIMA of the shortest period (null: non-seasonal).
 
     ``refit: once`` (the default) selects the order and estimates it per channel on the training
-    split, then filters each window with those parameters (``.smooth(params)``) and forecasts;
+    split, then filters each window with those parameters (``.filter(params)``) and forecasts;
     ``refit: window`` selects and estimates on every window (one fit per order per series: slow).
-    For a seasonal model, deseasonalise first: ``model=stl model.model=arima``. The period only
-    serves the fallback and the decomposition figure."""
+    Without a seasonal order the period only serves the fallback and the decomposition figure."""
 
     needs_period = False
 
     def __init__(self, seq_len: int, pred_len: int, periods: list | None = None, orders: list = DEFAULT_ARIMA_ORDERS,
-                 refit: str = "once", train_rows: int | None = None, workers: int | None = None, progress: bool = True):
+                 seasonal_order: list | None = None, refit: str = "once", train_rows: int | None = None,
+                 workers: int | None = None, progress: bool = True):
         orders = [tuple(int(v) for v in order) for order in orders]
         if not orders or any(len(o) != 3 or min(o) < 0 for o in orders):
             raise ConfigError(f"model.orders={orders} must be a non-empty list of (p, d, q) triples of non-negative integers.")
+        if seasonal_order is not None and (len(seasonal_order) != 3 or min(int(v) for v in seasonal_order) < 0):
+            raise ConfigError(f"model.seasonal_order={seasonal_order} must be (P, D, Q), three non-negative integers, or null.")
         self.orders = orders
+        self.seasonal = tuple(int(v) for v in seasonal_order) if seasonal_order is not None else None
         super().__init__(seq_len, pred_len, periods, refit, train_rows, workers, progress)
+
+    def _seasonal_order(self):
+        """``(P, D, Q, m)`` with the shortest period, or ``None``."""
+        if self.seasonal is None:
+            return None
+        if not self.period:
+            raise ConfigError("ARIMA with model.seasonal_order needs a seasonal period. Fix: set model.periods.")
+        return (*self.seasonal, self.period)
 
     def _prepare(self, train):
         self.selected = None
         if self.refit == "once":
-            self.selected = self._estimate_per_channel(fits.select_arima, self._training_rows(train), {"orders": self.orders},
+            self.selected = self._estimate_per_channel(fits.select_arima, self._training_rows(train),
+                                                       {"orders": self.orders, "seasonal_order": self._seasonal_order()},
                                                        None, "order selection")
             log.info("ARIMA orders selected on the training split, per channel: %s", [o for o, _ in self.selected])
 
     def _forecast(self, series, channels):
+        seasonal = self._seasonal_order()
         if self.refit == "once":
             if self.selected is None:
                 raise ConfigError("ARIMA with refit=once has no parameters: fit_training() was not called. "
                                   "Fix: run it through the pipeline or use model.refit=window.")
-            per_channel = [{"horizon": self.pred_len, "order": o, "params": p} for o, p in self.selected]
+            per_channel = [{"horizon": self.pred_len, "order": o, "params": p, "seasonal_order": seasonal}
+                           for o, p in self.selected]
             kwargs_list = [per_channel[c] for c in channels.tolist()]
         else:
-            kwargs_list = [{"horizon": self.pred_len, "orders": self.orders}] * len(series)
+            kwargs_list = [{"horizon": self.pred_len, "orders": self.orders, "seasonal_order": seasonal}] * len(series)
         out, _ = self._map(fits.arima_forecast, series, kwargs_list, self.pred_len)
         out = torch.as_tensor(out, dtype=torch.float64)
         return out, ~torch.isfinite(out).all(dim=1)
