@@ -236,7 +236,7 @@ def record_accuracy(cfg: DictConfig, metrics: dict[str, float], train_command: s
         last_epoch = bool(cfg.ckpt_path) and Path(str(cfg.ckpt_path)).name == "last.ckpt"
         epochs = trained_epochs(cfg.ckpt_path)
         sibling = Path(str(cfg.ckpt_path)).with_name("last.ckpt") if cfg.ckpt_path else None
-        epochs_run = trained_epochs(sibling) if sibling and sibling.exists() else ""
+        epochs_run = trained_epochs(sibling) if sibling and sibling.exists() else ("" if cfg.ckpt_path else 0)
     variant = model_variant()
     row = {
         "model": f"{model}[{variant}]" if variant else model, "dataset": cfg.data.name, "features": cfg.data.features,
