@@ -277,7 +277,8 @@ def _delta(value: float, paper: str) -> str:
 def _one_per_seed(rows: list[dict]) -> list[dict]:
     """The live rows, refusing two of one (setting, seed): they would count as two seeds."""
     kept = live(rows)
-    for first, repeat in duplicates(kept):
+    if pairs := duplicates(kept):
+        first, repeat = pairs[0]
         raise ConfigError(f"two live rows of one setting and seed: {setting_key(kept[first])} (dates "
                           f"{kept[first]['date']} and {kept[repeat]['date']}). Fix: mark one superseded=true with a note.")
     return kept

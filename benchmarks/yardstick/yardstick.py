@@ -120,8 +120,9 @@ def ours(model: str, seq_len: int):
     from forecast.config import compose_train
     from forecast.pipelines.train import build_data, build_module
 
-    cfg = compose_train([f"model={model}", "logger=none", f"data.seq_len={seq_len}", f"data.pred_len={HORIZON}",
-                         *([f"model.workers=1", "model.progress=false"] if "workers" in compose_train([f"model={model}"]).model else [])])
+    cfg = compose_train([f"model={model}", "logger=none", f"data.seq_len={seq_len}", f"data.pred_len={HORIZON}"])
+    if "workers" in cfg.model:  # in this process, one thread: no pool
+        cfg.model.workers, cfg.model.progress = 1, False
     datamodule = build_data(cfg)
     datamodule.setup("test")
     network = build_module(cfg, datamodule).network
