@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecast.pipelines.benchmark import published
+from forecast.records import published
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["horizon", "rank", "model", "seq_len", "mse", "mae", "paper_mse", "paper_mae", "delta_mse", "run_id",
