@@ -167,6 +167,19 @@ def debug_reasons(cfg: DictConfig) -> list[str]:
     return [f"trainer.{k}={trainer.get(k)}" for k in _LIMITS if _limited(k, trainer.get(k))]
 
 
+def command_debug_reasons(command: str) -> list[str]:
+    """:func:`debug_reasons` of a recorded ``python train.py …`` line, read from its overrides
+    (``trainer=debug`` or a trainer limit): the training behind a checkpoint that a row tests."""
+    reasons = []
+    for arg in shlex.split(command)[2:]:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if (key, value) == ("trainer", "debug"):
+            reasons.append(arg)
+        elif key.startswith("trainer.") and key[len("trainer."):] in _LIMITS and _limited(key[len("trainer."):], value):
+            reasons.append(arg)
+    return reasons
+
+
 def run_is_debug(run) -> bool:
     """Whether an MLflow run was a smoke/debug run: its ``debug`` tag, or for runs logged before
     that tag existed, the trainer limits among its params."""

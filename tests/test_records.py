@@ -19,7 +19,7 @@ from forecast.config import compose_train
 from forecast.errors import ConfigError
 from forecast.pipelines.benchmark import cell_overrides
 from forecast.pipelines.train import run
-from tests.conftest import CONF, REPO
+from tests.helpers import CONF, REPO
 
 BENCH = REPO / "benchmarks"
 ACCURACY = records.read_csv(BENCH / "accuracy.csv")
@@ -165,7 +165,7 @@ def test_protocol_names():
 
 
 # ------------------------------------------------------------------ the recorder
-SMALL = ["trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24"]
+SMALL = ["trainer.max_epochs=1", "logger=none", "data.seq_len=48", "data.pred_len=24"]
 
 
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists")
@@ -189,7 +189,7 @@ def test_testing_a_checkpoint_without_its_training_command_stops_before_testing(
     with pytest.raises(ConfigError, match=r"needs the command that trained ckpt_path=.*\+train_command"):
         run(make_config(*SMALL, "train=false", f"ckpt_path={ckpt}", f"record={record}"))
     assert not record.exists()
-    given = "python train.py trainer=debug data.seq_len=48 data.pred_len=24"
+    given = "python train.py trainer.max_epochs=1 data.seq_len=48 data.pred_len=24"
     run(make_config(*SMALL, "train=false", f"ckpt_path={ckpt}", f"record={record}", f"+train_command='{given}'"))
     row = pd.read_csv(record, dtype=str, keep_default_na=False).iloc[0]
     assert row["train_command"] == given
@@ -202,7 +202,7 @@ def test_train_py_records_the_training_command_of_a_tested_checkpoint(tmp_path):
     later `train=false ckpt_path=…` row names that run as its train_command; with paper_compat on
     D-PAD-style `paper_quirks.test_last_epoch`, testing last.ckpt is the last-epoch protocol."""
     env = {**os.environ, "FORECAST_DATA_DIR": str(REPO / "data"), "OMP_NUM_THREADS": "1"}
-    base = [sys.executable, str(REPO / "train.py"), "trainer=debug", "logger=none", "num_threads=1",
+    base = [sys.executable, str(REPO / "train.py"), "trainer.max_epochs=1", "logger=none", "num_threads=1",
             "trainer.enable_progress_bar=false", "data.seq_len=48", "data.pred_len=24"]
     trained = subprocess.run([*base, "seed=3", "hydra.run.dir=out"], cwd=tmp_path, env=env, capture_output=True, text=True,
                              timeout=600)
@@ -212,7 +212,7 @@ def test_train_py_records_the_training_command_of_a_tested_checkpoint(tmp_path):
                             text=True, timeout=600)
     assert tested.returncode == 0, tested.stderr[-3000:]
     row = pd.read_csv(tmp_path / "bench" / "accuracy.csv", dtype=str, keep_default_na=False).iloc[0]
-    assert shlex.split(row["train_command"]) == ["python", "train.py", "trainer=debug", "logger=none", "num_threads=1",
+    assert shlex.split(row["train_command"]) == ["python", "train.py", "trainer.max_epochs=1", "logger=none", "num_threads=1",
                                                  "trainer.enable_progress_bar=false", "data.seq_len=48",
                                                  "data.pred_len=24", "seed=3", "hydra.run.dir=out"]
     assert row["protocol"] == "last-epoch, drop-last" and row["paper_compat"] == "true"

@@ -144,7 +144,7 @@ def test_record_appends_an_accuracy_row_beside_the_published_value(make_config, 
     (folder / "published.csv").write_text("model,dataset,features,seq_len,pred_len,mse,mae,source\n"
                                           "dlinear,etth1,M,48,24,0.5,0.6,a paper\n")
     for seed in (1, 2):
-        cfg = make_config("trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24", f"seed={seed}",
+        cfg = make_config("trainer.max_epochs=1", "logger=none", "data.seq_len=48", "data.pred_len=24", f"seed={seed}",
                           f"record={folder / 'accuracy.csv'}")
         metrics = run(cfg)
     rows = pd.read_csv(folder / "accuracy.csv")
@@ -163,7 +163,7 @@ def test_record_appends_an_accuracy_row_beside_the_published_value(make_config, 
 def test_a_row_recorded_from_a_checkpoint_counts_its_epochs_and_quotes_its_command(make_config, tmp_path):
     record = tmp_path / "bench" / "accuracy.csv"
     record.parent.mkdir()
-    trained = ["trainer=debug", "trainer.max_epochs=3", "trainer.max_steps=6", "logger=none", "data.seq_len=48", "data.pred_len=24"]
+    trained = ["trainer.max_epochs=3", "callbacks.early_stopping=null", "logger=none", "data.seq_len=48", "data.pred_len=24"]
     run(make_config(*trained))
     checkpoints = tmp_path / "run" / "checkpoints"
     ckpt = checkpoints / "epoch=2-step=6.ckpt"  # an '=' in the path: Hydra needs it quoted, so the shell does too
@@ -171,8 +171,7 @@ def test_a_row_recorded_from_a_checkpoint_counts_its_epochs_and_quotes_its_comma
     (tmp_path / "run" / ".hydra").mkdir(exist_ok=True)  # what a train.py run leaves beside its checkpoints
     (tmp_path / "run" / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in trained))
     override = f"ckpt_path='{ckpt}'"
-    run(make_config("trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24", "train=false",
-                    override, f"record={record}"))
+    run(make_config("logger=none", "data.seq_len=48", "data.pred_len=24", "train=false", override, f"record={record}"))
     row = pd.read_csv(record).iloc[0]
     assert row["epochs"] == 3  # the tested weights' training, not the 0 epochs of this test-only run
     assert f'"{override}"' in row["command"]

@@ -205,6 +205,10 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
         load_initial_weights(module, cfg.init_from)
     # the command that trained the tested weights, found before anything runs (a row must say it)
     train_command = training_command(cfg, trains=bool(cfg.train and module.trainable)) if cfg.record else ""
+    smoke = tracking.command_debug_reasons(train_command) if train_command else []
+    if smoke:
+        raise ConfigError(f"record={cfg.record} refuses weights trained by a debug run ({' '.join(smoke)}: a smoke test, "
+                          f"not a result): {train_command}. Fix: test a checkpoint of a full training run.")
     lineage = datamodule.lineage()
     logger = tracking.create_logger(cfg, lineage)
     callbacks = build_callbacks(cfg, module.trainable, logged=logger is not None) + list(callbacks)
