@@ -425,11 +425,6 @@ def register(client, run_id: str, model_uri: str, name: str, alias: str | None =
     import mlflow
 
     run = client.get_run(run_id)
-    if run_is_debug(run):
-        from forecast.errors import ConfigError
-
-        raise ConfigError(f"run {run_id} is a debug run (its trainer limits batches or steps: a smoke test, not a "
-                          "result): it is never registered. Fix: train without trainer=debug or trainer.limit_*/max_steps.")
     tags = {k: run.data.tags[k] for k in COMPARISON_TAGS if k in run.data.tags}
     tags.update({k.replace("/", "_"): f"{v:.6g}" for k, v in run.data.metrics.items() if k in ("test/mse", "test/mae")})
     tags["run_id"] = run_id
