@@ -129,3 +129,26 @@ def test_record_refuses_testing_weights_that_a_debug_run_trained(make_config, tm
         run(make_config("logger=none", "data.seq_len=48", "data.pred_len=24", "train=false", f"ckpt_path={ckpt}",
                         f"record={tmp_path / 'accuracy.csv'}"))
     assert not (tmp_path / "accuracy.csv").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists")  # both runs share one output folder
+def test_the_leaderboard_and_register_py_leave_a_debug_run_out(make_config, tmp_path):
+    from forecast import leaderboard
+
+    common = ["data.seq_len=48", "data.pred_len=24", "plot_windows=1", "trainer.enable_progress_bar=false"]
+    run(make_config("trainer.max_epochs=1", *common))
+    run(make_config("trainer=debug", *common))
+    client = MlflowClient(make_config.tracking_uri)
+    (real,) = client.search_runs([client.get_experiment_by_name("etth1").experiment_id])
+    (debug,) = client.search_runs([client.get_experiment_by_name("etth1-debug").experiment_id])
+    assert leaderboard.search(client, "etth1")["run_id"].tolist() == [real.info.run_id]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    register = [sys.executable, str(REPO / "scripts" / "register.py"), f"tracking_uri={make_config.tracking_uri}"]
+    out = subprocess.run([*register, f"run_id={debug.info.run_id}"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 1 and "is a debug run" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([*register, "data=etth1", "data.seq_len=48", "data.pred_len=24", "best=dlinear", "pred_len=24"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"run {real.info.run_id}" in out.stdout  # the real run, though the debug one came later
+    assert not client.search_model_versions(f"run_id = '{debug.info.run_id}'")
