@@ -324,7 +324,11 @@ def _with_tags(cfg: DictConfig, tags: dict) -> DictConfig:
 
 
 def _artifact(client, run_id: str, path: str, folder: Path) -> Path:
-    return Path(client.download_artifacts(run_id, path, str(folder)))
+    from forecast.pipelines.predict import _no_progress_bar
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with _no_progress_bar():  # a bar per file of a few kB
+        return Path(client.download_artifacts(run_id, path, str(folder)))
 
 
 # ------------------------------------------------------------------ one refit
