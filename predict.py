@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from forecast.config import PredictConfig
-from forecast.errors import exit_on_error
+from forecast.errors import config_errors, exit_on_error
 
 # only this app's schema: register_configs() derives the others from Lightning's classes, whose
 # import alone costs about 2 s of every forecast's start-up
@@ -28,4 +28,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_error(), config_errors():  # a misspelt key or a bad setting: one line with the fix
+        main()

@@ -73,7 +73,7 @@ def config_error(error: Exception) -> ForecastError:
         schema = cause.object_type
         valid = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
         return ConfigError(f"{cause.full_key}: no such setting.{_suggest(cause.full_key, valid)} Fix: correct the key "
-                           "(`python train.py <overrides> --cfg job` prints every setting).")
+                           "(`--cfg job` at the end of the command prints every setting).")
     if isinstance(cause, ValidationError) and cause.full_key:  # data.seq_len=abc
         return ConfigError(f"{cause.full_key}: {str(cause).splitlines()[0]}. Fix: give a value of the setting's type.")
     target = re.search(r"target '([\w.]+)'", str(error))

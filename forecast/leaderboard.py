@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from forecast.pipelines.benchmark import published
+from forecast import tracking
+from forecast.records import published
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["horizon", "rank", "model", "seq_len", "mse", "mae", "paper_mse", "paper_mae", "delta_mse", "run_id",
@@ -38,8 +39,8 @@ def search(client, dataset: str, features: str = "M", pred_len: int | None = Non
                                   max_results=1000, page_token=token)
         for run in page:
             metrics, tags = run.data.metrics, run.data.tags
-            if "test/mse" not in metrics or not np.isfinite(metrics["test/mse"]):
-                continue
+            if "test/mse" not in metrics or not np.isfinite(metrics["test/mse"]) or tracking.run_is_debug(run):
+                continue  # debug runs (trainer=debug, batch/step limits) are smoke tests, never results
             rows.append({
                 "model": tags.get("model", ""), "horizon": int(tags["horizon"]), "seq_len": int(tags.get("seq_len", 0)),
                 "mse": metrics["test/mse"], "mae": metrics.get("test/mae", np.nan), "run_id": run.info.run_id,
@@ -161,9 +162,8 @@ def compare(cfg) -> dict:
     PNG under ``cfg.out_dir`` and (``cfg.log``) logged to a run of ``cfg.experiment_name``.
     Returns ``{"table", "paths", "run_id"}``. Which runs count is decided by :func:`search`."""
     import mlflow
-    from mlflow import MlflowClient
 
-    client = MlflowClient(cfg.tracking_uri)
+    client = tracking.client(cfg.tracking_uri)
     published_csv = Path(cfg.published) if cfg.published else REPO / "benchmarks" / "published.csv"
     dataset, features = str(cfg.data.name), str(cfg.data.features)
     runs = search(client, dataset, features, cfg.pred_len, cfg.paper_compat)

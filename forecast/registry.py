@@ -28,6 +28,10 @@ DECIDED = ("first", "promoted", "rejected")
 def check_registrable(run) -> str:
     """The ``model_uri`` of ``run`` (an MLflow ``Run``), or ``ConfigError`` saying why its model
     may not be registered. Every path into the registry calls this first."""
+    if tracking.run_is_debug(run):
+        raise ConfigError(f"run {run.info.run_id} is a debug run (its trainer limited batches or steps: a smoke test, "
+                          "not a result); it is never registered. Fix: register a run trained without trainer=debug "
+                          "and without trainer.limit_*_batches/max_steps.")
     model_uri = run.data.tags.get("model_uri")
     if not model_uri:
         raise ConfigError(f"run {run.info.run_id} has no logged model (it ran with log_model=false or did not test). "
@@ -42,11 +46,15 @@ def best_run(client, dataset: str, model: str, pred_len: int | None, features: s
     if pred_len:
         filters.append(f"tags.horizon = '{int(pred_len)}'")
     experiments = [e.experiment_id for e in client.search_experiments()]
-    for run in client.search_runs(experiments, " and ".join(filters), order_by=["metrics.`test/mse` ASC"], max_results=50):
-        if "test/mse" in run.data.metrics and "model_uri" in run.data.tags:
+    debug = 0
+    for run in client.search_runs(experiments, " and ".join(filters), order_by=["metrics.`test/mse` ASC"], max_results=200):
+        if tracking.run_is_debug(run):  # a smoke run's score is noise, however low
+            debug += 1
+        elif "test/mse" in run.data.metrics and "model_uri" in run.data.tags:
             return run
+    skipped = f" ({debug} debug run(s) left out: smoke tests are never registered)" if debug else ""
     raise ConfigError(f"no finished run of model '{model}' on '{dataset}' (features {features}"
-                      + (f", horizon {pred_len}" if pred_len else "") + ") has a test/mse and a logged model. "
+                      + (f", horizon {pred_len}" if pred_len else "") + f") has a test/mse and a logged model{skipped}. "
                       "Fix: train one (python train.py model=... data=...), or give run_id=.")
 
 
@@ -54,10 +62,9 @@ def register_run(cfg: DictConfig):
     """``scripts/register.py``: register ``cfg.run_id``'s model, or that of the best run of
     ``cfg.best`` on ``cfg.data``, as ``cfg.name`` (default ``<dataset>-<model>``) and point
     ``cfg.alias`` at the new version. Returns the ``ModelVersion``."""
-    from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(cfg.tracking_uri)
+    client = tracking.client(cfg.tracking_uri)
     if cfg.run_id:
         try:
             run = client.get_run(cfg.run_id)
@@ -177,12 +184,10 @@ def retrain_history(cfg: DictConfig) -> dict:
     """``scripts/compare.py history=<name>``: every retrain of ``cfg.history`` (oldest first) as
     Markdown/CSV, with a PNG of the champion's and challengers' scores over time, written under
     ``cfg.out_dir``. Returns ``{"table", "paths"}``."""
-    from mlflow import MlflowClient
-
     from forecast.leaderboard import write_report
     from forecast.plots import retrain_history_figure
 
-    table = history(MlflowClient(cfg.tracking_uri), str(cfg.history), cfg.retrain_experiment)
+    table = history(tracking.client(cfg.tracking_uri), str(cfg.history), cfg.retrain_experiment)
     if table.empty:
         raise ConfigError(f"history={cfg.history}: no retrain runs in experiment '{cfg.retrain_experiment}' at "
                           f"{cfg.tracking_uri}. Fix: run scripts/retrain.py name={cfg.history} ..., or point "

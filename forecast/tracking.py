@@ -167,6 +167,19 @@ def debug_reasons(cfg: DictConfig) -> list[str]:
     return [f"trainer.{k}={trainer.get(k)}" for k in _LIMITS if _limited(k, trainer.get(k))]
 
 
+def command_debug_reasons(command: str) -> list[str]:
+    """:func:`debug_reasons` of a recorded ``python train.py …`` line, read from its overrides
+    (``trainer=debug`` or a trainer limit): the training behind a checkpoint that a row tests."""
+    reasons = []
+    for arg in shlex.split(command)[2:]:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if (key, value) == ("trainer", "debug"):
+            reasons.append(arg)
+        elif key.startswith("trainer.") and key[len("trainer."):] in _LIMITS and _limited(key[len("trainer."):], value):
+            reasons.append(arg)
+    return reasons
+
+
 def run_is_debug(run) -> bool:
     """Whether an MLflow run was a smoke/debug run: its ``debug`` tag, or for runs logged before
     that tag existed, the trainer limits among its params."""
@@ -415,11 +428,6 @@ def register(client, run_id: str, model_uri: str, name: str, alias: str | None =
     import mlflow
 
     run = client.get_run(run_id)
-    if run_is_debug(run):
-        from forecast.errors import ConfigError
-
-        raise ConfigError(f"run {run_id} is a debug run (its trainer limits batches or steps: a smoke test, not a "
-                          "result): it is never registered. Fix: train without trainer=debug or trainer.limit_*/max_steps.")
     tags = {k: run.data.tags[k] for k in COMPARISON_TAGS if k in run.data.tags}
     tags.update({k.replace("/", "_"): f"{v:.6g}" for k, v in run.data.metrics.items() if k in ("test/mse", "test/mae")})
     tags["run_id"] = run_id

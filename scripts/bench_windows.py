@@ -112,7 +112,7 @@ def main() -> None:
     base = best["per-window"]["build_s"] + best["per-window"]["epoch_s"]
     import torch
 
-    from forecast.pipelines.benchmark import machine
+    from forecast.records import machine
     from forecast.tracking import shell_join
 
     torch.set_num_threads(1)  # as in the measuring processes, so machine() reports it

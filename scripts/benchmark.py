@@ -21,7 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from forecast.config import register_configs
-from forecast.errors import exit_on_error
+from forecast.errors import config_errors, exit_on_error
 
 REPO = Path(__file__).resolve().parents[1]
 register_configs()
@@ -47,4 +47,5 @@ if __name__ == "__main__":
         from forecast.pipelines.benchmark import split_train_overrides
 
         sys.argv = split_train_overrides(sys.argv)
-        main()
+        with exit_on_error(), config_errors():  # a misspelt key or a bad setting: one line with the fix
+            main()

@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from forecast.config import register_configs
-from forecast.errors import exit_on_error
+from forecast.errors import config_errors, exit_on_error
 
 register_configs()
 
@@ -23,4 +23,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_error(), config_errors():  # a misspelt key or a bad setting: one line with the fix
+        main()

@@ -14,7 +14,7 @@ import hydra
 from omegaconf import DictConfig
 
 from forecast.config import register_configs
-from forecast.errors import exit_on_error
+from forecast.errors import config_errors, exit_on_error
 
 register_configs()
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log files, not terminals
@@ -33,4 +33,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_error(), config_errors():  # a misspelt key or a bad setting: one line with the fix
+        main()

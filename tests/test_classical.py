@@ -513,3 +513,58 @@ def test_a_model_pickled_by_an_earlier_release_loads_and_forecasts_identically(n
         out = network(torch.from_numpy(saved["x"])).numpy()
     np.testing.assert_array_equal(out, saved[name])
     assert (network.workers, network.progress) == (1, False)
+
+
+# ------------------------------------------------------------------ horizon objective, seasonal ARIMA
+
+
+def test_horizon_objective_beats_the_one_step_fit_on_the_error_it_minimises_and_on_later_windows():
+    """A slowly drifting level under a strong season and heavy noise: the one-step fit lets the
+    level chase the noise (large α); parameters chosen for the 48-step error of training windows
+    forecast those windows, and windows after the training split, better."""
+    rng = np.random.default_rng(5)
+    t = np.arange(3000)
+    series = (3 * np.sin(2 * np.pi * t / 24) + np.cumsum(rng.normal(0, 0.02, t.size)) + rng.normal(0, 1.0, t.size))[:, None]
+    train, later = series[:2000], series[2000:]
+    one_step = cl.HoltWinters(96, 48, periods=[24], refit="once", objective="one_step", **QUIET)
+    horizon = cl.HoltWinters(96, 48, periods=[24], refit="once", objective="horizon", **QUIET)
+    for model in (one_step, horizon):
+        model.fit_training(torch.from_numpy(train), freq="h", scaler=Scaler(1))
+    assert horizon.params[0, 0] < one_step.params[0, 0]  # a calmer level
+    x_train, y_train = cl.horizon.training_windows(torch.from_numpy(train.T.copy()), 96, 48, 256)
+    x_later, y_later = windows(later, 96, 48, range(0, 850, 10))
+
+    def error(model, x, y):
+        return float(((model(x) - y) ** 2).mean())
+
+    fit_x, fit_y = x_train[0][:, :, None], y_train[0][:, :, None]
+    assert error(horizon, fit_x, fit_y) < error(one_step, fit_x, fit_y)
+    assert error(horizon, x_later, y_later) < error(one_step, x_later, y_later)
+
+
+def test_horizon_objective_keeps_given_parameters_and_needs_refit_once():
+    series = seasonal_series(800, channels=2, noise=0.3)
+    model = cl.HoltWinters(96, 24, periods=[24], refit="once", objective="horizon", smoothing_seasonal=0.05, **QUIET)
+    model.fit_training(torch.from_numpy(series), freq="h", scaler=Scaler(2))
+    assert torch.all(model.params[:, 2] == 0.05) and torch.all((model.params[:, 3] >= 0.8) & (model.params[:, 3] <= 0.995))
+    with pytest.raises(ConfigError, match="objective=horizon .* Fix: model.refit=once"):
+        cl.HoltWinters(96, 24, refit="window", objective="horizon", **QUIET)
+    with pytest.raises(ConfigError, match="objective"):
+        cl.ETS(96, 24, objective="two_step", **QUIET)
+
+
+def test_seasonal_arima_refit_once_filters_windows_as_statsmodels():
+    series = seasonal_series(700, channels=1, noise=0.3, seed=11)
+    train, test = series[:500], series[500:]
+    model = cl.ARIMA(96, 24, periods=[24], orders=[[1, 0, 0]], seasonal_order=[0, 1, 1], refit="once", **QUIET)
+    model.fit_training(torch.from_numpy(train), freq="h", scaler=Scaler(1))
+    x, _ = windows(test, 96, 24, [0, 50])
+    out = model(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = SmARIMA(train[:, 0], order=(1, 0, 0), seasonal_order=(0, 1, 1, 24), trend="n").fit()
+        for b in range(2):
+            expected = SmARIMA(x[b, :, 0].numpy(), order=(1, 0, 0), seasonal_order=(0, 1, 1, 24), trend="n") \
+                .smooth(fitted.params).forecast(24)
+            np.testing.assert_allclose(out[b, :, 0].numpy(), expected, rtol=0, atol=1e-6)
+    assert model.diagnostics()["fallbacks"] == 0

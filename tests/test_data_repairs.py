@@ -19,7 +19,7 @@ from forecast.data.sources import load_table, validate_frame
 from forecast.data import problems
 from forecast.errors import ConfigError, DataError
 from forecast.pipelines.train import run
-from tests.conftest import ETTH1, REPO, sinusoid_frame
+from tests.helpers import ETTH1, REPO, sinusoid_frame
 
 
 def duplicate_and_gap(n: int = 400):
@@ -158,7 +158,7 @@ def test_a_repaired_run_trains_and_counts_its_repairs_in_mlflow(make_config, wri
     monkeypatch.chdir(tmp_path)
     broken, clean = duplicate_and_gap()
     path = write_csv(broken)
-    cfg = make_config("data=csv", f"data.path={path}", "trainer=debug", "data.seq_len=24", "data.pred_len=12",
+    cfg = make_config("data=csv", f"data.path={path}", "trainer.max_epochs=1", "data.seq_len=24", "data.pred_len=12",
                       "data.duplicates=first", "data.regularize=true", "data.fill=interpolate", "log_model=false",
                       "trainer.enable_progress_bar=false")
     with caplog.at_level("WARNING", logger="forecast.data.datamodule"):
@@ -182,7 +182,7 @@ def test_a_repaired_run_trains_and_counts_its_repairs_in_mlflow(make_config, wri
 def test_a_clean_run_says_so_in_its_tags(make_config, write_csv, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = write_csv(sinusoid_frame(n=300, channels=2))
-    run(make_config("data=csv", f"data.path={path}", "trainer=debug", "data.seq_len=24", "data.pred_len=12",
+    run(make_config("data=csv", f"data.path={path}", "trainer.max_epochs=1", "data.seq_len=24", "data.pred_len=12",
                     "log_model=false", "trainer.enable_progress_bar=false"))
     client = MlflowClient(make_config.tracking_uri)
     (r,) = client.search_runs([client.get_experiment_by_name("series").experiment_id])
@@ -198,7 +198,7 @@ def test_train_py_repairs_etth1_rows_with_a_repeat_and_a_gap(tmp_path):
     path = tmp_path / "etth1_broken.csv"
     broken.to_csv(path, index=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    args = [sys.executable, str(REPO / "train.py"), "data=csv", f"data.path={path}", "trainer=debug", "data.seq_len=48",
+    args = [sys.executable, str(REPO / "train.py"), "data=csv", f"data.path={path}", "trainer.max_epochs=1", "data.seq_len=48",
             "data.pred_len=24", "log_model=false", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path / 'out'}"]
     refused = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr

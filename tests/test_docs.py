@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from tests.conftest import ETTH1, REPO
+from tests.helpers import ETTH1, REPO
 
 DOCS = REPO / "docs"
 SAMPLE = REPO / "data" / "sample" / "load.csv"

@@ -14,7 +14,7 @@ from forecast import tracking
 from forecast.config import compose_train
 from forecast.errors import ConfigError, config_error
 from forecast.pipelines.train import run
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def _train(tmp_path, *args, timeout=300):
@@ -117,3 +117,15 @@ def test_a_run_prints_no_adverts_and_one_mse_line(tmp_path):
     (logged,) = client.search_runs([client.get_experiment_by_name("etth1").experiment_id])
     assert logged.data.tags["debug"] == "false"
     assert not [k for k in logged.data.params if k.endswith("dirpath")]  # run folders stay out of the diff view
+
+
+def test_record_refuses_testing_weights_that_a_debug_run_trained(make_config, tmp_path):
+    trained = ["trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24"]
+    run(make_config(*trained))
+    (tmp_path / "run" / ".hydra").mkdir(exist_ok=True)  # what train.py leaves beside its checkpoints
+    (tmp_path / "run" / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in trained))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=r"weights trained by a debug run \(trainer=debug"):
+        run(make_config("logger=none", "data.seq_len=48", "data.pred_len=24", "train=false", f"ckpt_path={ckpt}",
+                        f"record={tmp_path / 'accuracy.csv'}"))
+    assert not (tmp_path / "accuracy.csv").exists()

@@ -4,7 +4,7 @@ import hashlib
 import re
 import shutil
 
-from forecast.pipelines.benchmark import render_readme
+from forecast.records import render_readme
 from tests.helpers import ETTH1, REPO
 
 

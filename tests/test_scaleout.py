@@ -19,8 +19,9 @@ from omegaconf import OmegaConf
 
 from forecast.config import mixed_precision
 from forecast.errors import ConfigError
-from forecast.pipelines.benchmark import SPEED_COLUMNS, render_readme, split_train_overrides
+from forecast.pipelines.benchmark import split_train_overrides
 from forecast.pipelines.train import build_data, build_module, run
+from forecast.records import SPEED_COLUMNS, render_readme
 from tests.helpers import REPO, compose, sinusoid_frame
 
 METRICS = ("test/mse", "test/mae", "test/mae_orig", "test/rmse_orig", "test/mase_orig", "test/smape_orig")
@@ -331,20 +332,25 @@ def test_accuracy_mode_runs_the_paper_setting_of_each_cell_per_seed(tmp_path, ca
 
 def test_readme_renders_speed_per_device_beside_the_accuracy(tmp_path):
     (tmp_path / "accuracy.csv").write_text(
-        "model,dataset,features,seq_len,pred_len,mse,mae,paper_mse,paper_mae,paper_compat,precision,epochs,seed,command,machine,date\n"
-        "dlinear,etth1,M,96,96,0.3800,0.4000,0.386,0.400,false,32-true,8,1,python train.py seed=1,m,2026-11-27\n"
-        "dlinear,etth1,M,96,96,0.3900,0.4100,0.386,0.400,false,32-true,8,2,python train.py seed=2,m,2026-11-27\n"
-        "dlinear,etth1,M,96,96,0.3000,0.3000,0.386,0.400,true,32-true,8,2,python train.py paper_compat=true,m,2026-11-27\n")
+        "model,dataset,features,seq_len,pred_len,mse,mae,paper_mse,paper_mae,paper_compat,protocol,precision,epochs,"
+        "epochs_run,seed,superseded,notes,command,train_command,machine,date\n"
+        "dlinear,etth1,M,96,96,0.3800,0.4000,0.386,0.400,false,every-window,32-true,8,8,1,false,,python train.py seed=1,"
+        "python train.py seed=1,m,2026-11-27\n"
+        "dlinear,etth1,M,96,96,0.3900,0.4100,0.386,0.400,false,every-window,32-true,8,8,2,false,,python train.py seed=2,"
+        "python train.py seed=2,m,2026-11-27\n"
+        "dlinear,etth1,M,96,96,0.3000,0.3000,0.386,0.400,true,drop-last,32-true,8,8,2,false,,"
+        "python train.py paper_compat=true,python train.py paper_compat=true,m,2026-11-27\n")
     base = dict.fromkeys(SPEED_COLUMNS, "")
     rows = [{**base, "model": "karma", "dataset": "etth1", "seq_len": 96, "pred_len": 96, "device": device,
-             "parameters": 2160430, "peak_memory_gb": "0.62", "memory": memory, "command": "python scripts/benchmark.py"}
+             "parameters": 2160430, "peak_memory_gb": "0.62", "memory": memory, "command": "python scripts/benchmark.py",
+             "superseded": "false"}
             for device, memory in (("cpu", "rss"), ("NVIDIA H100", "cuda"))]
     with open(tmp_path / "speed.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=SPEED_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     readme = render_readme(tmp_path).read_text()
-    assert readme.index("## Accuracy at a glance") < readme.index("### CPU") < readme.index("### NVIDIA H100")
+    assert readme.index("## Accuracy at a glance") < readme.index("#### CPU") < readme.index("#### NVIDIA H100")
     # the overview: the mean of the two every-window fp32 runs, not the paper_compat one
     assert "| dlinear | etth1 | M | 96 | 96 | 2 | 0.3850 | 0.4050 | 0.386 | 0.400 | -0.3% |" in readme
     assert readme.count("| karma | etth1 96 → 96 |") == 2 and "2,160,430" in readme and "0.62 (cuda)" in readme

@@ -29,7 +29,7 @@ from hydra.core.global_hydra import GlobalHydra
 from forecast.errors import ConfigError, DataError
 from forecast.pipelines.predict import load_model  # into a copy: mlflow.pyfunc.load_model would write into the store
 from forecast.serving import ForecastFailed
-from tests.conftest import CONF, ETTH1, REPO, compose_config
+from tests.helpers import CONF, ETTH1, REPO, compose_config
 from tests.test_mlflow_system import _free_port, _stop, venv_env
 
 L, H = 48, 24

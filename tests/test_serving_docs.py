@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from tests.conftest import ETTH1, REPO
+from tests.helpers import ETTH1, REPO
 
 
 def _generator():

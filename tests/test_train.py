@@ -131,7 +131,8 @@ def test_train_py_bad_data_fails_cleanly(tmp_path):
     bad.to_csv(tmp_path / "gap.csv", index=False)
     proc = train_py(tmp_path, "data=csv", "data.path=gap.csv")
     assert proc.returncode != 0
-    assert "timestamps are not spaced by the inferred frequency 'h': line 102" in proc.stderr
+    assert ("timestamps are not spaced by the inferred frequency 'h': 1 missing timestamp in 1 gap: 2020-01-05 04:00:00 "
+            "between line 101 (2020-01-05 03:00:00) and line 102 (2020-01-05 05:00:00)") in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
 
@@ -143,34 +144,40 @@ def test_record_appends_an_accuracy_row_beside_the_published_value(make_config, 
     (folder / "published.csv").write_text("model,dataset,features,seq_len,pred_len,mse,mae,source\n"
                                           "dlinear,etth1,M,48,24,0.5,0.6,a paper\n")
     for seed in (1, 2):
-        cfg = make_config("trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24", f"seed={seed}",
+        cfg = make_config("trainer.max_epochs=1", "logger=none", "data.seq_len=48", "data.pred_len=24", f"seed={seed}",
                           f"record={folder / 'accuracy.csv'}")
         metrics = run(cfg)
     rows = pd.read_csv(folder / "accuracy.csv")
     assert list(rows.columns) == ["model", "dataset", "features", "seq_len", "pred_len", "mse", "mae", "paper_mse",
-                                  "paper_mae", "paper_compat", "precision", "epochs", "seed", "command", "machine", "date"]
+                                  "paper_mae", "paper_compat", "protocol", "precision", "epochs", "epochs_run", "seed",
+                                  "superseded", "notes", "command", "train_command", "machine", "date"]
     assert rows["seed"].tolist() == [1, 2] and (rows["paper_mse"] == 0.5).all() and (rows["epochs"] == 1).all()
-    assert (rows["precision"] == "32-true").all()
+    assert (rows["precision"] == "32-true").all() and (rows["protocol"] == "every-window").all()
+    assert not rows["superseded"].any()
     assert rows["mse"].iloc[1] == pytest.approx(metrics["test/mse"], abs=5e-5)
     readme = (folder / "README.md").read_text()
     mean, sd = rows["mse"].mean(), rows["mse"].std(ddof=1)
-    assert f"| M | 48 | 24 | false | 32-true | 2 | {mean:.4f} ± {sd:.4f} |" in readme
+    assert f"| M | 48 | 24 | every-window | 32-true | 2 | {mean:.4f} ± {sd:.4f} |" in readme
 
 
 def test_a_row_recorded_from_a_checkpoint_counts_its_epochs_and_quotes_its_command(make_config, tmp_path):
     record = tmp_path / "bench" / "accuracy.csv"
     record.parent.mkdir()
-    run(make_config("trainer=debug", "trainer.max_epochs=3", "trainer.max_steps=6", "logger=none",
-                    "data.seq_len=48", "data.pred_len=24"))
-    ckpt = tmp_path / "epoch=2-step=6.ckpt"  # an '=' in the path: Hydra needs it quoted, so the shell does too
-    (tmp_path / "run" / "checkpoints" / "last.ckpt").rename(ckpt)
+    trained = ["trainer.max_epochs=3", "callbacks.early_stopping=null", "logger=none", "data.seq_len=48", "data.pred_len=24"]
+    run(make_config(*trained))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    ckpt = checkpoints / "epoch=2-step=6.ckpt"  # an '=' in the path: Hydra needs it quoted, so the shell does too
+    (checkpoints / "last.ckpt").rename(ckpt)
+    (tmp_path / "run" / ".hydra").mkdir(exist_ok=True)  # what a train.py run leaves beside its checkpoints
+    (tmp_path / "run" / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in trained))
     override = f"ckpt_path='{ckpt}'"
-    run(make_config("trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24", "train=false",
-                    override, f"record={record}"))
+    run(make_config("logger=none", "data.seq_len=48", "data.pred_len=24", "train=false", override, f"record={record}"))
     row = pd.read_csv(record).iloc[0]
     assert row["epochs"] == 3  # the tested weights' training, not the 0 epochs of this test-only run
     assert f'"{override}"' in row["command"]
     assert override in shlex.split(row["command"])  # and the shell hands it back as Hydra needs it
+    assert shlex.split(row["train_command"]) == ["python", "train.py", *trained, f"hydra.run.dir={tmp_path / 'run'}"]
+    assert row["protocol"] == "every-window"  # a best checkpoint (not last.ckpt), every window
 
 
 @pytest.mark.parametrize("args", [

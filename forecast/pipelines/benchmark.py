@@ -1,260 +1,30 @@
-"""Benchmark records and the program behind ``scripts/benchmark.py``.
+"""The program behind ``scripts/benchmark.py``: runs the benchmark cells.
 
-Accuracy: one row per run in ``benchmarks/accuracy.csv`` (``python train.py ... record=...``).
-Speed: one row per measured configuration in ``benchmarks/speed.csv`` (``scripts/benchmark.py``:
-the real Trainer and module, timed training steps after a warm-up, each configuration in a
-fresh process). A row carries the command that produced it, the machine and the date (and the
-published value of the same setting, ``benchmarks/published.csv``, for accuracy), and both
-files are rendered together as ``benchmarks/README.md``.
+Speed: one row per measured configuration in ``benchmarks/speed.csv`` (the real Trainer and
+module, timed training steps after a warm-up, each configuration in a fresh process).
+Accuracy: the full training schedule per seed, ``python train.py ... record=...`` (train.py
+appends the row). The rows, their columns and ``benchmarks/README.md`` belong to
+:mod:`forecast.records`.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from forecast import tracking
 from forecast.errors import ConfigError
-
-ACCURACY_COLUMNS = [
-    "model", "dataset", "features", "seq_len", "pred_len", "mse", "mae", "paper_mse", "paper_mae",
-    "paper_compat", "precision", "epochs", "seed", "command", "machine", "date",
-]
-
-
-def machine() -> str:
-    """CPU model, cores, torch build and threads, e.g. ``Intel Xeon … (2 cores), torch 2.13.0+cpu, 1 thread``."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()} cores"
-    return f"{cpu} ({device}), torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
-
-
-def published(path: Path, model: str, dataset: str, features: str, seq_len: int, pred_len: int) -> tuple[str, str]:
-    """``(mse, mae)`` published for this setting, or empty strings."""
-    for row in read_csv(path):
-        if (row["model"], row["dataset"], row["features"], int(row["seq_len"]), int(row["pred_len"])) == (
-            model, dataset, features, seq_len, pred_len
-        ):
-            return row["mse"], row["mae"]
-    return "", ""
-
-
-def read_csv(path: Path) -> list[dict]:
-    """The rows of a benchmark CSV (none when it does not exist yet)."""
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def append_row(path: Path, columns: list[str], row: dict) -> None:
-    """Append ``row`` (keys among ``columns``) to a benchmark CSV, with its header when the file
-    is new; LF line endings."""
-    new = not path.exists()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-# network options that change how a run is computed, not what it computes
-NOT_A_VARIANT = {"workers", "progress", "backend"}
-
-
-def model_variant() -> str:
-    """The network options set on the command line, e.g. ``decomposition=atcd`` for
-    ``model.decomposition=atcd`` (empty when the model file and experiment are used as they
-    are; options in ``NOT_A_VARIANT`` do not count)."""
-    if not HydraConfig.initialized():
-        return ""
-    options = [o.lstrip("+~").split(".", 1)[1] for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith("model.")]
-    return ",".join(o for o in options if o.split("=", 1)[0] not in NOT_A_VARIANT)
-
-
-def record_accuracy(cfg: DictConfig, metrics: dict[str, float], epochs: int) -> dict:
-    """Append this run's row to ``cfg.record`` and re-render the README beside it. A run that
-    changes network options on the command line is recorded as a variant,
-    ``karma[decomposition=atcd]``, so its rows are summarised apart from the paper setting's."""
-    path = Path(cfg.record)
-    model = tracking.model_name(cfg)
-    paper_mse, paper_mae = published(
-        path.parent / "published.csv", model, cfg.data.name, cfg.data.features, cfg.data.seq_len, cfg.data.pred_len
-    )
-    variant = model_variant()
-    row = {
-        "model": f"{model}[{variant}]" if variant else model, "dataset": cfg.data.name, "features": cfg.data.features,
-        "seq_len": cfg.data.seq_len, "pred_len": cfg.data.pred_len,
-        "mse": f"{metrics['test/mse']:.4f}", "mae": f"{metrics['test/mae']:.4f}",
-        "paper_mse": paper_mse, "paper_mae": paper_mae,
-        "paper_compat": str(bool(cfg.paper_compat)).lower(), "precision": str(cfg.trainer.get("precision") or "32-true"),
-        "epochs": epochs, "seed": cfg.seed,
-        "command": tracking.command_line(), "machine": machine(), "date": dt.date.today().isoformat(),
-    }
-    append_row(path, ACCURACY_COLUMNS, row)
-    render_readme(path.parent)
-    return row
-
-
-def _table(rows: list[dict], columns: list[str]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
-    return lines
-
-
-def _delta(value: float, paper: str) -> str:
-    return f"{(value / float(paper) - 1) * 100:+.1f}%" if paper else ""
-
-
-def _summary(rows: list[dict]) -> list[dict]:
-    """One line per setting: mean ± sd of MSE and MAE over its runs (seeds)."""
-    settings: dict[tuple, list[dict]] = {}
-    for row in rows:
-        key = (row["features"], int(row["seq_len"]), int(row["pred_len"]), row["paper_compat"], row["precision"])
-        settings.setdefault(key, []).append(row)
-    out = []
-    for (features, seq_len, pred_len, compat, precision), runs in sorted(settings.items()):
-        mse = np.array([float(r["mse"]) for r in runs])
-        mae = np.array([float(r["mae"]) for r in runs])
-        sd = lambda a: f" ± {a.std(ddof=1):.4f}" if len(a) > 1 else ""  # noqa: E731
-        out.append({
-            "features": features, "seq_len": seq_len, "pred_len": pred_len, "paper_compat": compat, "precision": precision,
-            "runs": len(runs),
-            "mse": f"{mse.mean():.4f}{sd(mse)}", "mae": f"{mae.mean():.4f}{sd(mae)}",
-            "paper_mse": runs[0]["paper_mse"], "paper_mae": runs[0]["paper_mae"],
-            "Δ mse (mean)": _delta(mse.mean(), runs[0]["paper_mse"]),
-        })
-    return out
-
-
-def _overview(rows: list[dict]) -> list[dict]:
-    """The headline accuracy of every model, dataset and horizon: fp32 runs on every test
-    window (not ``paper_compat``), mean over the runs, beside the published value."""
-    cells: dict[tuple, list[dict]] = {}
-    for row in rows:
-        if row["paper_compat"] == "false" and row["precision"] == "32-true":
-            key = (row["model"], row["dataset"], row["features"], int(row["seq_len"]), int(row["pred_len"]))
-            cells.setdefault(key, []).append(row)
-    out = []
-    for (model, dataset, features, seq_len, pred_len), runs in sorted(cells.items()):
-        mse = np.mean([float(r["mse"]) for r in runs])
-        mae = np.mean([float(r["mae"]) for r in runs])
-        out.append({"model": model, "dataset": dataset, "features": features, "seq_len": seq_len, "pred_len": pred_len,
-                    "runs": len(runs), "mse": f"{mse:.4f}", "mae": f"{mae:.4f}", "paper_mse": runs[0]["paper_mse"],
-                    "paper_mae": runs[0]["paper_mae"], "Δ mse": _delta(mse, runs[0]["paper_mse"])})
-    return out
-
-
-def _speed_tables(rows: list[dict]) -> list[str]:
-    """One table per device (CPU first), rows in file order."""
-    devices: dict[str, list[dict]] = {}
-    for row in rows:
-        devices.setdefault(row["device"], []).append(row)
-    lines = []
-    for device in sorted(devices, key=lambda d: (d != "cpu", d)):
-        lines += [f"### {'CPU' if device == 'cpu' else device}", ""]
-        shown = []
-        for row in devices[device]:
-            memory = f"{float(row['peak_memory_gb']):.2f} ({row['memory']})" if row["peak_memory_gb"] else ""
-            shown.append({**row, "setting": f"{row['dataset']} {row['seq_len']} → {row['pred_len']}",
-                          "s / iter": row["s_per_iter"], "windows / s": row["windows_per_s"],
-                          "s / epoch": row["s_per_epoch"], "peak memory GB": memory,
-                          "parameters": f"{int(row['parameters']):,}" if row["parameters"] else "",
-                          "command": f"`{row['command']}`"})
-        lines += _table(shown, ["model", "setting", "precision", "threads", "batch_size", "s / iter", "windows / s",
-                                "s / epoch", "peak memory GB", "parameters", "load_1min", "date", "notes", "command",
-                                "machine"])
-        lines.append("")
-    return lines
-
-
-def render_readme(folder: Path) -> Path:
-    """Write ``folder/README.md`` from ``folder/accuracy.csv`` and ``folder/speed.csv``: the
-    accuracy overview, the speed tables, the accuracy rows grouped by model and dataset beside
-    the published values, and the hand-written sections kept in ``folder/notes.md``."""
-    rows = read_csv(folder / "accuracy.csv")
-    speed = read_csv(folder / "speed.csv")
-    lines = [
-        "# Benchmarks",
-        "",
-        "Generated from `accuracy.csv` and `speed.csv` by `forecast.pipelines.benchmark.render_readme`",
-        "(`python scripts/benchmark.py mode=render`); every row comes from the command in its `command`",
-        "column, on the machine and date given. MSE/MAE are on the z-scored data over every test window",
-        "(the papers' convention); `Δ mse` is relative to the published value; `epochs` counts the",
-        "epochs that trained the tested weights (0: not trained, e.g. the classical baselines).",
-        "",
-    ]
-    if rows:
-        lines += ["## Accuracy at a glance", "",
-                  "fp32 runs scored on every test window (not `paper_compat`), mean over the runs (seeds); every run,",
-                  "the `paper_compat` and bf16 runs are in the sections per model below.", ""]
-        lines += _table(_overview(rows), ["model", "dataset", "features", "seq_len", "pred_len", "runs", "mse", "mae",
-                                          "paper_mse", "paper_mae", "Δ mse"])
-        lines.append("")
-    if speed:
-        lines += ["## Training speed", "",
-                  "Seconds per training iteration (forward, backward and optimiser step of one full batch through the",
-                  "real Trainer and `ForecastModule`, validation excluded), timed after a warm-up in a fresh process at",
-                  "the paper configuration (`conf/experiment/<model>_<dataset>_<horizon>.yaml`; DLinear's look-back is",
-                  "336 there, D-PAD's 336 with batch 512); windows / s = timed windows / timed seconds; s / epoch = s / iter",
-                  "x training batches per epoch. Peak memory is the process's maximum resident set size (`rss`, imports",
-                  "and data included) or, on a GPU, `torch.cuda.max_memory_allocated` (`cuda`). `load_1min` is the",
-                  "machine's 1-minute load average just before the run: on this project's 2-core server other trainings",
-                  "often share the machine and slow a run down. Rows whose command is `python scripts/bench_speed.py",
-                  "--threads N -- <overrides>` come from the script `scripts/benchmark.py` replaced, with the same",
-                  "mechanics (5 warm-up and 50 timed steps; for D-PAD the mean also counted the short last batches of its",
-                  "17-batch epochs); today's equivalent is",
-                  "`python scripts/benchmark.py \"models=[<model>]\" threads=N warmup=5 iters=50 -- <overrides>`.",
-                  ""]
-        lines += _speed_tables(speed)
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        groups.setdefault((row["model"], row["dataset"]), []).append(row)
-    for (model, dataset), group in groups.items():
-        lines += [f"## {model} on {dataset}", "", "Summary over seeds (mean ± standard deviation of the runs below):", ""]
-        lines += _table(_summary(group), ["features", "seq_len", "pred_len", "paper_compat", "precision", "runs", "mse", "mae",
-                                          "paper_mse", "paper_mae", "Δ mse (mean)"])
-        lines += ["", "Every run:", ""]
-        for row in group:
-            row["Δ mse"] = _delta(float(row["mse"]), row["paper_mse"])
-        lines += _table(group, ["features", "seq_len", "pred_len", "mse", "mae", "paper_mse", "paper_mae", "Δ mse",
-                                "paper_compat", "precision", "epochs", "seed", "date", "command", "machine"])
-        lines.append("")
-    notes = folder / "notes.md"
-    if notes.exists():
-        lines += [notes.read_text().rstrip(), ""]
-    out = folder / "README.md"
-    out.write_text("\n".join(lines))
-    return out
-
-
-# ------------------------------------------------------------------ speed
-SPEED_COLUMNS = [
-    "model", "dataset", "seq_len", "pred_len", "precision", "device", "threads", "batch_size", "warmup", "iters",
-    "s_per_iter", "s_per_iter_min", "windows_per_s", "batches_per_epoch", "s_per_epoch", "peak_memory_gb", "memory",
-    "parameters", "load_1min", "notes", "command", "machine", "date",
-]
+from forecast.records import SPEED_COLUMNS, append_row, machine, render_readme
 
 
 def measure_speed(overrides: list[str], threads: int, warmup: int, iters: int) -> dict:
@@ -407,7 +177,7 @@ def run(cfg: DictConfig, script: Path, repo: Path) -> int:
                 print(f"  skipped: {result['skipped']}", flush=True)
                 continue
             result.update(model=model, load_1min=f"{load:.2f}", command=_cell_command(model, dataset, horizon, cfg.overrides),
-                          date=dt.date.today().isoformat())
+                          superseded="false", date=dt.date.today().isoformat())
             append_row(speed_csv, SPEED_COLUMNS, result)
             print(f"  {result['s_per_iter']} s/iter, {result['windows_per_s']} windows/s, "
                   f"{result['peak_memory_gb']} GB ({result['memory']}), {result['parameters']} parameters", flush=True)

@@ -154,6 +154,11 @@ def training_config(cfg: DictConfig, champion) -> DictConfig:
         if not sep:
             raise ConfigError(f"overrides: '{item}' is not key=value. Fix: write e.g. trainer.max_epochs=5.")
         OmegaConf.update(train_cfg, key.strip(), OmegaConf.from_dotlist([f"v={value}"]).v, force_add=True)
+    smoke = tracking.debug_reasons(train_cfg)
+    if smoke:
+        raise ConfigError(f"the challenger's config limits its training ({', '.join(smoke)}): a debug run is never "
+                          "registered, so it cannot become the champion. Fix: drop trainer=debug and the trainer's "
+                          "batch/step limits from train/overrides (trainer.max_epochs shortens a retrain).")
     if not train_cfg.get("logger") or "_target_" not in train_cfg.logger:
         raise ConfigError("the challenger's config has no MLflow logger (logger=none), so its model could not be "
                           "registered. Fix: drop logger=none from train/overrides.")
@@ -341,11 +346,9 @@ def retrain(cfg: DictConfig) -> dict:
     ``decision`` (``first``, ``promoted``, ``rejected`` or ``skipped``), the scores, versions and
     run ids. Raises :class:`RetrainBusy` when another retrain of the name runs, and the data
     layer's error when the data is bad."""
-    from mlflow import MlflowClient
-
     if cfg.metric not in METRICS:
         raise ConfigError(f"metric={cfg.metric} is not one of {METRICS}.")
-    client = MlflowClient(cfg.tracking_uri)
+    client = tracking.client(cfg.tracking_uri)
     work = Path(cfg.work_dir)
     with retrain_lock(work / "retrain.lock", cfg.name):
         return _retrain(cfg, client, work)

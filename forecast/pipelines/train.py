@@ -22,8 +22,8 @@ from forecast.data.datamodule import ForecastDataModule
 from forecast.errors import ConfigError, config_error
 from forecast.models.base import Network
 from forecast.module import ForecastModule
-from forecast.pipelines.benchmark import record_accuracy
 from forecast.plots import decomposition_figure, forecast_figure, shown_channels
+from forecast.records import record_accuracy, training_command
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +123,6 @@ def best_checkpoint(trainer: pl.Trainer) -> str:
         if callback.monitor is not None:
             return callback.best_model_path
     return ""
-
-
-def trained_epochs(ckpt_path: str | None) -> int:
-    """How many epochs trained the weights of a Lightning checkpoint (its ``epoch`` counts from
-    0), 0 without one: the ``epochs`` of a row recorded by testing a checkpoint."""
-    if not ckpt_path:
-        return 0
-    return int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
 
 
 def plot_decomposition(network: Network, datamodule: ForecastDataModule, title: str):
@@ -252,6 +244,12 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
     module = build_module(cfg, datamodule)
     if cfg.get("init_from"):
         load_initial_weights(module, cfg.init_from)
+    # the command that trained the tested weights, found before anything runs (a row must say it)
+    train_command = training_command(cfg, trains=bool(cfg.train and module.trainable)) if cfg.record else ""
+    smoke = tracking.command_debug_reasons(train_command) if train_command else []
+    if smoke:
+        raise ConfigError(f"record={cfg.record} refuses weights trained by a debug run ({' '.join(smoke)}: a smoke test, "
+                          f"not a result): {train_command}. Fix: test a checkpoint of a full training run.")
     lineage = datamodule.lineage()
     logger = tracking.create_logger(cfg, lineage)
     trainer = build_trainer(cfg, module, logger, callbacks)
@@ -290,7 +288,7 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
                     log.info("MLflow model %s%s", logged["model_uri"],
                              f" registered as {logged['name']} version {logged['version']}" if "name" in logged else "")
         if cfg.record and metrics and trainer.is_global_zero:
-            record_accuracy(cfg, metrics, epochs=trainer.current_epoch if fitted else trained_epochs(cfg.ckpt_path))
+            record_accuracy(cfg, metrics, train_command, best=best, epochs_run=trainer.current_epoch if fitted else None)
         if logger is not None and trainer.is_global_zero:
             uri = str(cfg.logger.tracking_uri)
             where = tracking.comparison_view_url(uri, logger.experiment_id) if uri.startswith("http") \

@@ -1,4 +1,4 @@
-"""Non-seasonal ARIMA with the order of lowest AIC (:class:`ARIMA`)."""
+"""ARIMA, seasonal or not, with the order of lowest AIC (:class:`ARIMA`)."""
 
 from __future__ import annotations
 
@@ -16,41 +16,57 @@ DEFAULT_ARIMA_ORDERS = ((1, 0, 0), (2, 0, 0), (1, 0, 1), (2, 0, 1), (0, 1, 1), (
 
 
 class ARIMA(Estimated):
-    """Non-seasonal ARIMA (``statsmodels.tsa.arima.model.ARIMA``, state-space maximum
-    likelihood, a constant when ``d = 0``) with the order of ``orders`` of lowest AIC.
+    """ARIMA (``statsmodels.tsa.arima.model.ARIMA``, state-space maximum likelihood, a constant
+    when nothing is differenced) with the order of ``orders`` of lowest AIC, and with
+    ``seasonal_order`` ``(P, D, Q)`` a seasonal ARIMA of the shortest period (null: non-seasonal).
 
     ``refit: once`` (the default) selects the order and estimates it per channel on the training
-    split, then filters each window with those parameters (``.smooth(params)``) and forecasts;
+    split, then filters each window with those parameters (``.filter(params)``) and forecasts;
     ``refit: window`` selects and estimates on every window (one fit per order per series: slow).
-    For a seasonal model, deseasonalise first: ``model=stl model.model=arima``. The period only
-    serves the fallback and the decomposition figure."""
+    Without a seasonal order the period only serves the fallback and the decomposition figure."""
 
     needs_period = False
 
     def __init__(self, seq_len: int, pred_len: int, periods: list | None = None, orders: list = DEFAULT_ARIMA_ORDERS,
-                 refit: str = "once", train_rows: int | None = None, workers: int | None = None, progress: bool = True):
+                 seasonal_order: list | None = None, refit: str = "once", train_rows: int | None = None,
+                 workers: int | None = None, progress: bool = True):
         orders = [tuple(int(v) for v in order) for order in orders]
         if not orders or any(len(o) != 3 or min(o) < 0 for o in orders):
             raise ConfigError(f"model.orders={orders} must be a non-empty list of (p, d, q) triples of non-negative integers.")
+        if seasonal_order is not None and (len(seasonal_order) != 3 or min(int(v) for v in seasonal_order) < 0):
+            raise ConfigError(f"model.seasonal_order={seasonal_order} must be (P, D, Q), three non-negative integers, or null.")
         self.orders = orders
+        self.seasonal = tuple(int(v) for v in seasonal_order) if seasonal_order is not None else None
         super().__init__(seq_len, pred_len, periods, refit, train_rows, workers, progress)
+
+    def _seasonal_order(self):
+        """``(P, D, Q, m)`` with the shortest period, or ``None``."""
+        seasonal = getattr(self, "seasonal", None)  # models pickled before the option: non-seasonal
+        if seasonal is None:
+            return None
+        if not self.period:
+            raise ConfigError("ARIMA with model.seasonal_order needs a seasonal period. Fix: set model.periods.")
+        return (*seasonal, self.period)
 
     def _prepare(self, train):
         self.selected = None
         if self.refit == "once":
-            self.selected = self._estimate_per_channel(fits.select_arima, self._training_rows(train), {"orders": self.orders},
+            self.selected = self._estimate_per_channel(fits.select_arima, self._training_rows(train),
+                                                       {"orders": self.orders, "seasonal_order": self._seasonal_order()},
                                                        None, "order selection")
             log.info("ARIMA orders selected on the training split, per channel: %s", [o for o, _ in self.selected])
 
     def _forecast(self, series, channels):
+        seasonal = self._seasonal_order()
         if self.refit == "once":
             if self.selected is None:
                 raise ConfigError("ARIMA with refit=once has no parameters: fit_training() was not called. "
                                   "Fix: run it through the pipeline or use model.refit=window.")
-            per_channel = [{"horizon": self.pred_len, "order": o, "params": p} for o, p in self.selected]
+            per_channel = [{"horizon": self.pred_len, "order": o, "params": p, "seasonal_order": seasonal}
+                           for o, p in self.selected]
             kwargs_list = [per_channel[c] for c in channels.tolist()]
         else:
-            kwargs_list = [{"horizon": self.pred_len, "orders": self.orders}] * len(series)
+            kwargs_list = [{"horizon": self.pred_len, "orders": self.orders, "seasonal_order": seasonal}] * len(series)
         out, _ = self._map(fits.arima_forecast, series, kwargs_list, self.pred_len)
         out = torch.as_tensor(out, dtype=torch.float64)
         return out, ~torch.isfinite(out).all(dim=1)

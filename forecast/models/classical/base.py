@@ -47,13 +47,14 @@ import torch
 
 from forecast.errors import ConfigError, DataError
 from forecast.models.base import Network, positive
-from forecast.models.classical import kernels
+from forecast.models.classical import horizon, kernels
 from forecast.models.classical.parallel import FitCounts, map_series, resolve_workers
 from forecast.models.classical.periods import default_periods
 
 log = logging.getLogger(__name__)
 
 REFIT = ("window", "once")
+OBJECTIVES = ("one_step", "horizon")  # exponential smoothing: statsmodels' one-step fit, or the pred_len-step error
 
 
 def choice(name: str, value, options: tuple) -> None:
@@ -335,14 +336,27 @@ class Smoothing(Estimated):
         """``[α, β, γ, φ]`` when every parameter the model has is given, else ``None``."""
         return None
 
+    def _check_objective(self, objective: str, refit: str) -> None:
+        choice("objective", objective, OBJECTIVES)
+        if objective == "horizon" and refit != "once":
+            raise ConfigError("model.objective=horizon scores forecasts from windows of the training split, so it "
+                              "estimates once. Fix: model.refit=once, or model.objective=one_step.")
+        self.objective = objective
+
     def _prepare(self, train):
         if self.multiplicative:
             self._check_positive_training(train, self._multiplicative_name)
         self.params = None
         if self.refit == "once" and self._fixed_params() is None:
             units = self.to_positive(torch.from_numpy(train.T.copy()), torch.arange(train.shape[1])).numpy().T
-            results = self._estimate_per_channel(self._estimator(), self._training_rows(units), self._estimate_kwargs(), 4,
-                                                 "smoothing parameters")
+            if getattr(self, "objective", "one_step") == "horizon":  # models pickled before the option: one_step
+                kwargs = self._estimate_kwargs()
+                results = horizon.fit(self._training_rows(units), self.seq_len, self.pred_len, kwargs["trend"],
+                                      kwargs["damped"], kwargs["seasonal"], kwargs["period"], kwargs.get("fixed"),
+                                      season_from_new_level=self.season_from_new_level)
+            else:
+                results = self._estimate_per_channel(self._estimator(), self._training_rows(units), self._estimate_kwargs(),
+                                                     4, "smoothing parameters")
             self.params = torch.as_tensor(np.asarray(results), dtype=torch.float64)  # [C, 4]
 
     def _forecast(self, series, channels):

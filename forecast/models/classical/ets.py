@@ -11,7 +11,9 @@ class ETS(Smoothing):
     optional (damped) additive trend, optional additive or multiplicative season.
 
     Parameters are estimated on the training split (``refit: once``, the default) or on each
-    window (``refit: window``); the point forecasts, which the error type does not change, come
+    window (``refit: window``); ``objective: horizon`` (``refit: once``) chooses them for the
+    ``pred_len``-step error instead of the likelihood, as Holt-Winters does; the point forecasts,
+    which the error type does not change, come
     from the equivalent Holt-Winters recursion (``β = β_ETS/α``; a multiplicative season is
     updated from the new level, as ``ETSModel`` does), vectorised."""
 
@@ -20,9 +22,10 @@ class ETS(Smoothing):
 
     def __init__(self, seq_len: int, pred_len: int, periods: list | None = None, error: str = "add",
                  trend: str | None = "add", damped: bool = True, seasonal: str | None = "add",
-                 positive_shift: bool = False, refit: str = "once", train_rows: int | None = None,
-                 workers: int | None = None, progress: bool = True):
+                 positive_shift: bool = False, refit: str = "once", objective: str = "one_step",
+                 train_rows: int | None = None, workers: int | None = None, progress: bool = True):
         choice("error", error, ("add", "mul"))
+        self._check_objective(objective, refit)
         choice("trend", trend, (None, "add"))
         choice("seasonal", seasonal, (None, "add", "mul"))
         self.error, self.trend_kind, self.seasonal_kind, self.damped = error, trend, seasonal, bool(damped and trend)

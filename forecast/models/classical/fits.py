@@ -138,20 +138,22 @@ def theta_forecast(y: np.ndarray, horizon: int, period: int | None, method: str,
     return np.asarray(model.fit().forecast(horizon, theta=theta))
 
 
-def _arima(y: np.ndarray, order) -> object:
+def _arima(y: np.ndarray, order, seasonal_order=None) -> object:
+    """``ARIMA(y, order, seasonal_order=(P, D, Q, m))`` with a constant when nothing is differenced."""
     from statsmodels.tsa.arima.model import ARIMA
 
     order = tuple(int(v) for v in order)
-    return ARIMA(y, order=order, trend="c" if order[1] == 0 else "n")
+    seasonal = tuple(int(v) for v in seasonal_order) if seasonal_order else (0, 0, 0, 0)
+    return ARIMA(y, order=order, seasonal_order=seasonal, trend="c" if order[1] == 0 and seasonal[1] == 0 else "n")
 
 
-def _best_arima(y: np.ndarray, orders: list):
+def _best_arima(y: np.ndarray, orders: list, seasonal_order=None):
     """``(order, results)`` of the order of ``orders`` with the lowest AIC: ``ARIMA(y, order,
-    trend='c' without differencing).fit()`` for each; orders whose fit fails are skipped."""
+    seasonal_order, trend='c' without differencing).fit()`` for each; orders whose fit fails are skipped."""
     best, errors = None, []
     for order in orders:
         try:
-            result = _arima(y, order).fit()
+            result = _arima(y, order, seasonal_order).fit()
         except Exception as error:  # noqa: BLE001 - one order failing is not the series failing
             errors.append(f"{tuple(order)}: {error}")
             continue
@@ -162,16 +164,17 @@ def _best_arima(y: np.ndarray, orders: list):
     return best
 
 
-def select_arima(y: np.ndarray, orders: list) -> tuple[tuple, np.ndarray]:
+def select_arima(y: np.ndarray, orders: list, seasonal_order=None) -> tuple[tuple, np.ndarray]:
     """The lowest-AIC order of ``orders`` on ``y`` and its parameters (``refit: once``)."""
-    order, result = _best_arima(y, orders)
+    order, result = _best_arima(y, orders, seasonal_order)
     return order, np.asarray(result.params)
 
 
-def arima_forecast(y: np.ndarray, horizon: int, orders: list | None = None, order=None, params=None) -> np.ndarray:
+def arima_forecast(y: np.ndarray, horizon: int, orders: list | None = None, order=None, params=None,
+                   seasonal_order=None) -> np.ndarray:
     """The forecast of the lowest-AIC order of ``orders`` estimated on ``y`` (``refit: window``),
     or of ``order`` with given ``params`` filtered over ``y`` (``refit: once``:
-    ``ARIMA(y, order).smooth(params)``)."""
+    ``ARIMA(y, order, seasonal_order).filter(params)``; the forecast needs the filtered state only)."""
     if params is None:
-        return np.asarray(_best_arima(y, orders)[1].forecast(horizon))
-    return np.asarray(_arima(y, order).smooth(np.asarray(params)).forecast(horizon))
+        return np.asarray(_best_arima(y, orders, seasonal_order)[1].forecast(horizon))
+    return np.asarray(_arima(y, order, seasonal_order).filter(np.asarray(params)).forecast(horizon))

@@ -14,8 +14,10 @@ class HoltWinters(Smoothing):
 
     Parameters ``smoothing_level`` α, ``smoothing_trend`` β, ``smoothing_seasonal`` γ and
     ``damping_trend`` φ: given values are used as they are; the others are estimated
-    (``ExponentialSmoothing.fit``) on the training split (``refit: once``, the default) or on
-    each window (``refit: window``). Forecasts come from the same recursion, vectorised over
+    (``ExponentialSmoothing.fit``, the one-step fit) on the training split (``refit: once``, the
+    default) or on each window (``refit: window``); ``objective: horizon`` (with ``refit: once``)
+    chooses them instead for the ``pred_len``-step error of windows of the training split
+    (:mod:`forecast.models.classical.horizon`). Forecasts come from the same recursion, vectorised over
     every window and channel, from heuristic initial states of each window.
 
     Note: statsmodels 0.15's own ``forecast`` takes the seasonal state from before the last
@@ -29,9 +31,11 @@ class HoltWinters(Smoothing):
                  damped: bool = True, seasonal: str | None = "add", smoothing_level: float | None = None,
                  smoothing_trend: float | None = None, smoothing_seasonal: float | None = None,
                  damping_trend: float | None = None, positive_shift: bool = False, refit: str = "once",
-                 train_rows: int | None = None, workers: int | None = None, progress: bool = True):
+                 objective: str = "one_step", train_rows: int | None = None, workers: int | None = None,
+                 progress: bool = True):
         choice("trend", trend, (None, "add"))
         choice("seasonal", seasonal, (None, "add", "mul"))
+        self._check_objective(objective, refit)
         for name, value in (("smoothing_level", smoothing_level), ("smoothing_trend", smoothing_trend),
                             ("smoothing_seasonal", smoothing_seasonal), ("damping_trend", damping_trend)):
             unit_interval(name, value)

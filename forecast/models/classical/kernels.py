@@ -176,23 +176,25 @@ def exponential_smoothing(
     slope = slope0.clone() if trend and slope0 is not None else torch.zeros(n, dtype=dtype, device=device)
     if not trend:
         phi = torch.zeros(n, dtype=dtype, device=device)
-    season = season0.clone() if seasonal else None
+    # one tensor per seasonal slot, replaced rather than written in place: the recursion stays
+    # differentiable in the parameters (forecast.models.classical.horizon estimates them by autograd)
+    season = list(season0.unbind(1)) if seasonal else None
     for t in range(length):
         y = x[:, t]
         damped = level + phi * slope
         if seasonal:
             j = t % period
-            s = season[:, j]
+            s = season[j]
             if seasonal == "mul":
                 new_level = alpha * y / s + (1 - alpha) * damped
                 if season_from_new_level:
                     gamma_star = gamma / (1 - alpha)
-                    season[:, j] = gamma_star * y / new_level + (1 - gamma_star) * s
+                    season[j] = gamma_star * y / new_level + (1 - gamma_star) * s
                 else:
-                    season[:, j] = gamma * y / damped + (1 - gamma) * s
+                    season[j] = gamma * y / damped + (1 - gamma) * s
             else:
                 new_level = alpha * (y - s) + (1 - alpha) * damped
-                season[:, j] = gamma * (y - damped) + (1 - gamma) * s
+                season[j] = gamma * (y - damped) + (1 - gamma) * s
         else:
             new_level = alpha * y + (1 - alpha) * damped
         if trend:
@@ -206,7 +208,8 @@ def exponential_smoothing(
         path = level[:, None].expand(-1, horizon)
     if seasonal:
         index = (length + torch.arange(horizon, device=device)) % period
-        path = path * season[:, index] if seasonal == "mul" else path + season[:, index]
+        cycle = torch.stack(season, dim=1)[:, index]
+        path = path * cycle if seasonal == "mul" else path + cycle
     return path
 
 

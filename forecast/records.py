@@ -1,0 +1,435 @@
+"""Benchmark records: accuracy and speed rows, published values, and the README made of them.
+
+``benchmarks/accuracy.csv`` holds one row per tested model (``python train.py ... record=...``),
+``benchmarks/speed.csv`` one per measured configuration (``scripts/benchmark.py``),
+``benchmarks/published.csv`` the papers' values; ``benchmarks/README.md`` is rendered from the
+three and ``benchmarks/notes.md``. Running things (subprocesses, timing) is
+:mod:`forecast.pipelines.benchmark`'s business; this module only reads, writes and formats.
+
+What a row of ``accuracy.csv`` says, beyond its numbers:
+
+* ``protocol``: which test windows were scored with which weights. ``every-window`` (the house
+  protocol: every test window, the best validation checkpoint, or a network without weights),
+  ``drop-last`` (the last incomplete test batch dropped, as the papers' loaders did: the
+  ``paper_compat`` switch), ``last-epoch, drop-last`` (also the last epoch's weights instead of
+  the best checkpoint: D-PAD's official protocol) and ``last-epoch, every-window``.
+* ``epochs``: epochs that trained the tested weights (the best epoch + 1 for a best checkpoint;
+  blank where that was not recorded); ``epochs_run``: epochs the training ran, patience included.
+* ``superseded`` (``true``/``false``) and ``notes`` (why, and anything else a reader needs):
+  superseded rows stay in the file for the record but count nowhere (summaries, overview).
+* ``command``: the command that produced the row; ``train_command``: the command that trained
+  the tested weights (the same command, unless the row tested a checkpoint: then the run that
+  wrote it, with its ``hydra.run.dir``).
+
+One live row per (model, dataset, features, seq_len, pred_len, seed, precision, protocol): a
+new row of the same setting and seed supersedes the older one (the later run is kept).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import platform
+import shlex
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from forecast import tracking
+from forecast.errors import ConfigError
+
+ACCURACY_COLUMNS = [
+    "model", "dataset", "features", "seq_len", "pred_len", "mse", "mae", "paper_mse", "paper_mae",
+    "paper_compat", "protocol", "precision", "epochs", "epochs_run", "seed", "superseded", "notes",
+    "command", "train_command", "machine", "date",
+]
+SPEED_COLUMNS = [
+    "model", "dataset", "seq_len", "pred_len", "precision", "device", "threads", "batch_size", "warmup", "iters",
+    "s_per_iter", "s_per_iter_min", "windows_per_s", "batches_per_epoch", "s_per_epoch", "peak_memory_gb", "memory",
+    "parameters", "load_1min", "superseded", "notes", "command", "machine", "date",
+]
+# a (setting, seed) has one live row: these columns say what was measured
+SETTING = ("model", "dataset", "features", "seq_len", "pred_len", "seed", "precision", "protocol")
+PROTOCOLS = ("every-window", "drop-last", "last-epoch, drop-last", "last-epoch, every-window")
+TRUE = ("true", "1", "yes")
+
+
+def machine() -> str:
+    """CPU model, cores, torch build and threads, e.g. ``Intel Xeon … (2 cores), torch 2.13.0+cpu, 1 thread``."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()} cores"
+    return f"{cpu} ({device}), torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+
+
+# ------------------------------------------------------------------ files
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a benchmark CSV (none when it does not exist yet)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """Write ``rows`` (keys among ``columns``) with the header; LF line endings."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def append_row(path: Path, columns: list[str], row: dict) -> None:
+    """Append ``row`` (keys among ``columns``) to a benchmark CSV, with its header when the file
+    is new; LF line endings."""
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def published(path: Path, model: str, dataset: str, features: str, seq_len: int, pred_len: int) -> tuple[str, str]:
+    """``(mse, mae)`` published for this setting, or empty strings."""
+    for row in read_csv(path):
+        if (row["model"], row["dataset"], row["features"], int(row["seq_len"]), int(row["pred_len"])) == (
+            model, dataset, features, seq_len, pred_len
+        ):
+            return row["mse"], row["mae"]
+    return "", ""
+
+
+def superseded(row: dict) -> bool:
+    return str(row.get("superseded", "")).strip().lower() in TRUE
+
+
+def live(rows: list[dict]) -> list[dict]:
+    """The rows that count: not superseded."""
+    return [r for r in rows if not superseded(r)]
+
+
+def setting_key(row: dict) -> tuple:
+    return tuple(str(row.get(c, "")) for c in SETTING)
+
+
+def duplicates(rows: list[dict]) -> list[tuple[int, int]]:
+    """``(first, repeat)`` index pairs of live rows that share a (setting, seed)."""
+    seen: dict[tuple, int] = {}
+    out = []
+    for i, row in enumerate(rows):
+        if superseded(row):
+            continue
+        key = setting_key(row)
+        if key in seen:
+            out.append((seen[key], i))
+        else:
+            seen[key] = i
+    return out
+
+
+# -------------------------------------------------------- recording a run
+# network options that change how a run is computed, not what it computes
+NOT_A_VARIANT = {"workers", "progress", "backend"}
+
+
+def model_variant() -> str:
+    """The network options set on the command line, e.g. ``decomposition=atcd`` for
+    ``model.decomposition=atcd`` (empty when the model file and experiment are used as they
+    are; options in ``NOT_A_VARIANT`` do not count)."""
+    if not HydraConfig.initialized():
+        return ""
+    options = [o.lstrip("+~").split(".", 1)[1] for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith("model.")]
+    return ",".join(o for o in options if o.split("=", 1)[0] not in NOT_A_VARIANT)
+
+
+def trained_epochs(ckpt_path: str | Path | None) -> int:
+    """How many epochs trained the weights of a Lightning checkpoint (its ``epoch`` counts from
+    0), 0 without one."""
+    if not ckpt_path:
+        return 0
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("epoch", -1)) + 1
+
+
+def protocol(drop_last: bool, last_epoch: bool) -> str:
+    """The ``protocol`` of a row: which test windows (``drop_last``: the last incomplete batch
+    dropped) with which weights (``last_epoch``: the last epoch's, else the best checkpoint's)."""
+    windows = "drop-last" if drop_last else "every-window"
+    return f"last-epoch, {windows}" if last_epoch else windows
+
+
+def _run_command() -> list[str]:
+    """This run's ``train.py`` argv, with ``hydra.run.dir`` when it was given (it names the
+    folder its checkpoints go to)."""
+    hc = HydraConfig.get()
+    run_dir = [o for o in hc.overrides.hydra if o.startswith("hydra.run.dir=")]
+    return ["python", f"{hc.job.name}.py", *hc.overrides.task, *run_dir]
+
+
+def training_command(cfg: DictConfig, trains: bool) -> str:
+    """The command that trained the weights this run tests (``train_command`` of its row).
+
+    * A run that trains (``trains``), or a network without trained weights: this run's command.
+    * ``train=false ckpt_path=<run>/checkpoints/x.ckpt``: the command Hydra saved beside that
+      checkpoint, ``<run>/.hydra/overrides.yaml``, as ``python train.py <overrides>
+      hydra.run.dir=<run>``, if that run trained (no ``train=false`` in it);
+    * else what ``+train_command='python train.py …'`` gives.
+
+    Called before testing, so a row that could not say where its weights come from fails
+    before the test spends its time. Raises :class:`ConfigError` when none applies."""
+    if not HydraConfig.initialized():
+        return ""
+    if trains or not cfg.ckpt_path:
+        return tracking.shell_join(_run_command())
+    ckpt = Path(str(cfg.ckpt_path))
+    run_dir = ckpt.parent.parent
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if saved.exists():
+        overrides = [str(o) for o in (yaml.safe_load(saved.read_text()) or [])]
+        if "train=false" not in overrides:
+            return tracking.shell_join(["python", "train.py", *overrides, f"hydra.run.dir={run_dir}"])
+    given = cfg.get("train_command")
+    if given:
+        return str(given)
+    why = f"{saved} is missing" if not saved.exists() else f"{saved} holds a run that did not train (train=false)"
+    raise ConfigError(
+        f"record= with train=false needs the command that trained ckpt_path={cfg.ckpt_path}, and {why}. "
+        "Fix: test a checkpoint in the folder of the run that wrote it, or add "
+        "\"+train_command='python train.py <its overrides>'\"."
+    )
+
+
+def record_accuracy(cfg: DictConfig, metrics: dict[str, float], train_command: str, best: str = "",
+                    epochs_run: int | None = None) -> dict:
+    """Append this run's row to ``cfg.record`` and re-render the README beside it.
+
+    ``best``: the best checkpoint of a run that trained (``""`` otherwise); ``epochs_run``: the
+    epochs it ran (``None``: it did not train). The tested weights are, after training, the best
+    checkpoint or (``paper_compat`` with ``paper_quirks.test_last_epoch``) the last epoch; without
+    training, ``ckpt_path`` (``last.ckpt``: the last epoch). A run that changes network options on
+    the command line is recorded as a variant, ``karma[decomposition=atcd]``, so its rows are
+    summarised apart from the paper setting's. A live row of the same setting and seed is marked
+    superseded by this one."""
+    path = Path(cfg.record)
+    model = tracking.model_name(cfg)
+    paper_mse, paper_mae = published(
+        path.parent / "published.csv", model, cfg.data.name, cfg.data.features, cfg.data.seq_len, cfg.data.pred_len
+    )
+    compat = bool(cfg.paper_compat)
+    if epochs_run is not None:  # trained here
+        last_epoch = compat and bool(cfg.paper_quirks.test_last_epoch)
+        epochs = epochs_run if last_epoch or not best else trained_epochs(best)
+    else:
+        last_epoch = bool(cfg.ckpt_path) and Path(str(cfg.ckpt_path)).name == "last.ckpt"
+        epochs = trained_epochs(cfg.ckpt_path)
+        sibling = Path(str(cfg.ckpt_path)).with_name("last.ckpt") if cfg.ckpt_path else None
+        epochs_run = trained_epochs(sibling) if sibling and sibling.exists() else ("" if cfg.ckpt_path else 0)
+    variant = model_variant()
+    row = {
+        "model": f"{model}[{variant}]" if variant else model, "dataset": cfg.data.name, "features": cfg.data.features,
+        "seq_len": cfg.data.seq_len, "pred_len": cfg.data.pred_len,
+        "mse": f"{metrics['test/mse']:.4f}", "mae": f"{metrics['test/mae']:.4f}",
+        "paper_mse": paper_mse, "paper_mae": paper_mae,
+        "paper_compat": str(compat).lower(), "protocol": protocol(compat, last_epoch),
+        "precision": str(cfg.trainer.get("precision") or "32-true"),
+        "epochs": epochs, "epochs_run": epochs_run, "seed": cfg.seed, "superseded": "false", "notes": "",
+        "command": tracking.command_line(), "train_command": train_command, "machine": machine(),
+        "date": dt.date.today().isoformat(),
+    }
+    rows = read_csv(path)
+    key = setting_key(row)
+    for old in rows:
+        if not superseded(old) and setting_key(old) == key:
+            old["superseded"] = "true"
+            reason = f"repeated by the row of {row['date']} (same setting and seed; the later run is kept)"
+            old["notes"] = f"{old['notes']}; {reason}" if old.get("notes") else reason
+    if rows and list(rows[0]) != ACCURACY_COLUMNS:
+        raise ConfigError(f"{path} has the columns {list(rows[0])}, not {ACCURACY_COLUMNS}. Fix: record into a new file.")
+    write_csv(path, ACCURACY_COLUMNS, [*rows, row])
+    render_readme(path.parent)
+    return row
+
+
+# ------------------------------------------------------------------ README
+def _table(rows: list[dict], columns: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return lines
+
+
+def _delta(value: float, paper: str) -> str:
+    return f"{(value / float(paper) - 1) * 100:+.1f}%" if paper else ""
+
+
+def _one_per_seed(rows: list[dict]) -> list[dict]:
+    """The live rows, refusing two of one (setting, seed): they would count as two seeds."""
+    kept = live(rows)
+    if pairs := duplicates(kept):
+        first, repeat = pairs[0]
+        raise ConfigError(f"two live rows of one setting and seed: {setting_key(kept[first])} (dates "
+                          f"{kept[first]['date']} and {kept[repeat]['date']}). Fix: mark one superseded=true with a note.")
+    return kept
+
+
+def _summary(rows: list[dict]) -> list[dict]:
+    """One line per setting: mean ± sd of MSE and MAE over its live runs, one per seed."""
+    settings: dict[tuple, list[dict]] = {}
+    for row in _one_per_seed(rows):
+        key = (row["features"], int(row["seq_len"]), int(row["pred_len"]), row["protocol"], row["precision"])
+        settings.setdefault(key, []).append(row)
+    out = []
+    for (features, seq_len, pred_len, proto, precision), runs in sorted(settings.items()):
+        mse = np.array([float(r["mse"]) for r in runs])
+        mae = np.array([float(r["mae"]) for r in runs])
+        sd = lambda a: f" ± {a.std(ddof=1):.4f}" if len(a) > 1 else ""  # noqa: E731
+        out.append({
+            "features": features, "seq_len": seq_len, "pred_len": pred_len, "protocol": proto, "precision": precision,
+            "runs": len(runs),
+            "mse": f"{mse.mean():.4f}{sd(mse)}", "mae": f"{mae.mean():.4f}{sd(mae)}",
+            "paper_mse": runs[0]["paper_mse"], "paper_mae": runs[0]["paper_mae"],
+            "Δ mse (mean)": _delta(mse.mean(), runs[0]["paper_mse"]),
+        })
+    return out
+
+
+def _overview(rows: list[dict]) -> list[dict]:
+    """The headline accuracy of every model, dataset and horizon: live fp32 runs on every test
+    window with the best checkpoint (protocol ``every-window``), mean over the seeds, beside the
+    published value."""
+    cells: dict[tuple, list[dict]] = {}
+    for row in _one_per_seed(rows):
+        if row["protocol"] == "every-window" and row["precision"] == "32-true":
+            key = (row["model"], row["dataset"], row["features"], int(row["seq_len"]), int(row["pred_len"]))
+            cells.setdefault(key, []).append(row)
+    out = []
+    for (model, dataset, features, seq_len, pred_len), runs in sorted(cells.items()):
+        mse = np.mean([float(r["mse"]) for r in runs])
+        mae = np.mean([float(r["mae"]) for r in runs])
+        out.append({"model": model, "dataset": dataset, "features": features, "seq_len": seq_len, "pred_len": pred_len,
+                    "runs": len(runs), "mse": f"{mse:.4f}", "mae": f"{mae:.4f}", "paper_mse": runs[0]["paper_mse"],
+                    "paper_mae": runs[0]["paper_mae"], "Δ mse": _delta(mse, runs[0]["paper_mse"])})
+    return out
+
+
+def _speed_tables(rows: list[dict]) -> list[str]:
+    """One table per device (CPU first), rows in file order."""
+    devices: dict[str, list[dict]] = {}
+    for row in rows:
+        devices.setdefault(row["device"], []).append(row)
+    lines = []
+    for device in sorted(devices, key=lambda d: (d != "cpu", d)):
+        lines += [f"#### {'CPU' if device == 'cpu' else device}", ""]
+        shown = []
+        for row in devices[device]:
+            memory = f"{float(row['peak_memory_gb']):.2f} ({row['memory']})" if row["peak_memory_gb"] else ""
+            shown.append({**row, "setting": f"{row['dataset']} {row['seq_len']} → {row['pred_len']}",
+                          "s / iter": row["s_per_iter"], "windows / s": row["windows_per_s"],
+                          "s / epoch": row["s_per_epoch"], "peak memory GB": memory,
+                          "parameters": f"{int(row['parameters']):,}" if row["parameters"] else "",
+                          "command": f"`{row['command']}`"})
+        lines += _table(shown, ["model", "setting", "precision", "threads", "batch_size", "warmup", "iters", "s / iter",
+                                "windows / s", "s / epoch", "peak memory GB", "parameters", "load_1min", "date", "notes",
+                                "command", "machine"])
+        lines.append("")
+    return lines
+
+
+def render_readme(folder: Path) -> Path:
+    """Write ``folder/README.md`` from ``folder/accuracy.csv`` and ``folder/speed.csv``: the
+    accuracy overview, the speed tables (current, then historical), the accuracy rows grouped by
+    model and dataset beside the published values, and the hand-written sections kept in
+    ``folder/notes.md``."""
+    rows = read_csv(folder / "accuracy.csv")
+    speed = read_csv(folder / "speed.csv")
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated from `accuracy.csv` and `speed.csv` by `forecast.records.render_readme`",
+        "(`python scripts/benchmark.py mode=render`); every row comes from the command in its `command`",
+        "column, on the machine and date given. MSE/MAE are on the z-scored data (the papers' convention);",
+        "`protocol` says which test windows were scored with which weights (`every-window`: every test",
+        "window, best validation checkpoint; `drop-last`: the last incomplete test batch dropped, as the",
+        "papers' loaders did; `last-epoch, …`: the last epoch's weights instead of the best checkpoint);",
+        "`Δ mse` is relative to the published value; `epochs` counts the epochs that trained the tested",
+        "weights (0: not trained, e.g. the classical baselines; blank: not recorded), `epochs_run` those the",
+        "training ran; `train_command` is the command that trained the tested weights. Rows marked",
+        "`superseded` (the reason is in `notes`) are kept for the record and count in no summary.",
+        "",
+    ]
+    if rows:
+        lines += ["## Accuracy at a glance", "",
+                  "Live fp32 runs with protocol `every-window`, mean over the seeds (one run per seed); every run,",
+                  "the other protocols and bf16 are in the sections per model below.", ""]
+        lines += _table(_overview(rows), ["model", "dataset", "features", "seq_len", "pred_len", "runs", "mse", "mae",
+                                          "paper_mse", "paper_mae", "Δ mse"])
+        lines.append("")
+    if speed:
+        lines += ["## Training speed", "",
+                  "Seconds per training iteration (forward, backward and optimiser step of one full batch through the",
+                  "real Trainer and `ForecastModule`, validation excluded), timed after `warmup` untimed steps in a fresh",
+                  "process at the paper configuration (`conf/experiment/<model>_<dataset>_<horizon>.yaml`; DLinear's",
+                  "look-back is 336 there, D-PAD's 336 with batch 512); windows / s = timed windows / timed seconds;",
+                  "s / epoch = s / iter x training batches per epoch. Peak memory is the process's maximum resident set",
+                  "size (`rss`, imports and data included) or, on a GPU, `torch.cuda.max_memory_allocated` (`cuda`).",
+                  "`load_1min` is the machine's 1-minute load average just before the run: on this project's 2-core",
+                  "server other trainings often share the machine and slow a run down.", ""]
+        current, historical = live(speed), [r for r in speed if superseded(r)]
+        if current:
+            lines += ["### Current (`scripts/benchmark.py`)", ""]
+            lines += _speed_tables(current)
+        if historical:
+            lines += ["### Historical", "",
+                      "Measured by `scripts/bench_speed.py`, which `scripts/benchmark.py` replaced (deleted in fa2058d;",
+                      "`git show fa2058d^:scripts/bench_speed.py` prints it): the same mechanics (a fresh process, warm-up",
+                      "steps, then timed ones, each from the batch's start to the end of its optimiser step), but its mean",
+                      "also counted an epoch's short last batch (D-PAD's 17-batch epochs) and it did not synchronise CUDA",
+                      "before a step. No command in the repository reproduces these rows exactly; `notes` names the",
+                      "nearest one. They count in no comparison made in this folder.", ""]
+            lines += _speed_tables(historical)
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["model"], row["dataset"]), []).append(row)
+    for (model, dataset), group in groups.items():
+        lines += [f"## {model} on {dataset}", "",
+                  "Summary over seeds (mean ± standard deviation of the live runs below, one per seed):", ""]
+        lines += _table(_summary(group), ["features", "seq_len", "pred_len", "protocol", "precision", "runs", "mse", "mae",
+                                          "paper_mse", "paper_mae", "Δ mse (mean)"])
+        lines += ["", "Every run:", ""]
+        shown = [{**r, "Δ mse": _delta(float(r["mse"]), r["paper_mse"]), "superseded": "**yes**" if superseded(r) else "",
+                  "command": f"`{r['command']}`",
+                  "train_command": "same" if r["train_command"] == r["command"] else f"`{r['train_command']}`"}
+                 for r in group]
+        lines += _table(shown, ["features", "seq_len", "pred_len", "mse", "mae", "paper_mse", "paper_mae", "Δ mse",
+                                "protocol", "precision", "epochs", "epochs_run", "seed", "superseded", "notes", "date",
+                                "command", "train_command", "machine"])
+        lines.append("")
+    notes = folder / "notes.md"
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
+    out = folder / "README.md"
+    out.write_text("\n".join(lines))
+    return out
+
+
+def parse_command(command: str) -> tuple[dict[str, str], list[str]]:
+    """``'A=1 python train.py x=1 "y=[a,b]"'`` -> ``({'A': '1'}, ['python', 'train.py', 'x=1', 'y=[a,b]'])``:
+    the environment assignments before the program, then the argv as a shell would pass it."""
+    words = shlex.split(command)
+    env = {}
+    while words and "=" in words[0] and words[0].split("=", 1)[0].isidentifier():
+        name, value = words.pop(0).split("=", 1)
+        env[name] = value
+    return env, words
