@@ -169,7 +169,7 @@ def refit_groups(cutoffs: list[int], refit) -> list[list[int]]:
     if refit is False or refit is None:
         return [list(cutoffs)]
     k = 1 if refit is True else refit
-    if isinstance(k, bool) or int(k) != k or k < 1:
+    if not isinstance(k, (int, float, np.integer)) or isinstance(k, bool) or int(k) != k or k < 1:
         raise ConfigError(f"backtest.refit={refit} must be false, true or a positive integer (train every k cutoffs). "
                           "Fix: e.g. backtest.refit=4.")
     k = int(k)
