@@ -52,6 +52,9 @@ def overrides_of(args: tuple, kwargs: dict, bare: set[str] = frozenset(), prefix
     return out
 
 
+_REGISTERED = False
+
+
 @contextmanager
 def app(config_name: str, overrides: list[str], job_name: str):
     """The config ``python <job_name>.py <overrides>`` would run, composed from ``conf/<config_name>.yaml``
@@ -64,7 +67,10 @@ def app(config_name: str, overrides: list[str], job_name: str):
     from forecast.config import CONF_DIR, register_configs
     from forecast.errors import config_errors
 
-    register_configs()
+    global _REGISTERED
+    if not _REGISTERED:  # idempotent, but it walks every network class: once per process
+        register_configs()
+        _REGISTERED = True
     fresh = not GlobalHydra.instance().is_initialized()
     context = initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name=job_name) if fresh else nullcontext()
     with context:  # held for the whole run: a backtest of several models composes each one's config

@@ -212,18 +212,36 @@ def score(pred: np.ndarray, actual: np.ndarray, std: np.ndarray, mase_scale: np.
     w, _, c = pred.shape
     std = np.broadcast_to(np.asarray(std, dtype=np.float64), (w, c))
     scale = np.broadcast_to(np.ones(c) if mase_scale is None else np.asarray(mase_scale, dtype=np.float64), (w, c))
-    total = None
     keys = np.concatenate([std, scale], axis=1)
+    groups = np.unique(keys, axis=0)
+    total = None
     # one metric per distinct scale (a refit of a backtest), their sums merged
-    for key in np.unique(keys, axis=0):
+    for key in groups:
         rows = np.flatnonzero((keys == key).all(axis=1))
-        part = ForecastMetrics(std=key[:c], mase_scale=key[c:], c_out=c)  # mean 0: the errors do not depend on it
+        part = _metric(key[:c], key[c:], "part" if len(groups) > 1 else "total")
         part.update(torch.from_numpy(pred[rows] / key[:c]), torch.from_numpy(actual[rows] / key[:c]))
-        if total is None:
+        if len(groups) == 1:
             total = part
         else:
-            total.merge_state(part)
+            total = total or _metric(key[:c], key[c:], "total")
+            total.merge_state(part.metric_state)
     return {k: float(v) for k, v in total.compute().items() if k in metrics}
+
+
+_METRICS: dict = {}
+
+
+def _metric(std: np.ndarray, mase_scale: np.ndarray, role: str) -> ForecastMetrics:
+    """A reset :class:`ForecastMetrics` with this scale (mean 0: the errors do not depend on it),
+    reused between calls: building one costs more than scoring a window with it."""
+    key = (std.tobytes(), mase_scale.tobytes(), role)
+    if key not in _METRICS:
+        if len(_METRICS) > 64:
+            _METRICS.clear()
+        _METRICS[key] = ForecastMetrics(std=std, mase_scale=mase_scale, c_out=len(std))
+    metric = _METRICS[key]
+    metric.reset()
+    return metric
 
 
 def score_per_cutoff(pred: np.ndarray, actual: np.ndarray, std: np.ndarray, mase_scale: np.ndarray | None = None,

@@ -113,6 +113,7 @@ class ForecastDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.cutoff={cutoff} must be a row number of 1 or more (null: the config's own splits).")
         self.cutoff = None if cutoff is None else int(cutoff)
         self.origins: list[int] | None = None
+        self.source: TimeSeriesTable | None = None  # set before load(): this table instead of reading the file again
         self.table: TimeSeriesTable | None = None
         self.datasets: dict[str, WindowDataset] = {}
 
@@ -124,8 +125,8 @@ class ForecastDataModule(pl.LightningDataModule):
         """
         if self.table is not None:
             return self
-        table = load_table(self.path, target=self.target, date_col=self.date_col, freq=self.freq, fill=self.fill,
-                           duplicates=self.duplicates, regularize=self.regularize)
+        table = self.source or load_table(self.path, target=self.target, date_col=self.date_col, freq=self.freq,
+                                          fill=self.fill, duplicates=self.duplicates, regularize=self.regularize)
         self._log_repairs(table)
         values = table.values[:, -1:] if self.features == "S" else table.values
         self.columns = table.columns[-1:] if self.features == "S" else table.columns

@@ -227,11 +227,28 @@ def check_model(entry: Entry, plan: Plan, datamodule: ForecastDataModule, module
                               "(ckpt_path=…/checkpoints/<best>.ckpt) or train=true.")
 
 
-def _with_cutoff(cfg: DictConfig, cutoff: int | None) -> DictConfig:
-    out = copy.deepcopy(cfg)
-    with open_dict(out):
-        out.data.cutoff = cutoff
-    return out
+@contextmanager
+def cutoff_at(cfg: DictConfig, cutoff: int):
+    """``cfg`` with ``data.cutoff`` set for the block (no copy: copying a config costs more than
+    what the block does with it)."""
+    with open_dict(cfg):
+        cfg.data.cutoff = cutoff
+    try:
+        yield cfg
+    finally:
+        with open_dict(cfg):
+            cfg.data.cutoff = None
+
+
+SOURCE_KEYS = ("path", "target", "date_col", "freq", "fill", "duplicates", "regularize")
+
+
+def source_table(cfg: DictConfig, plan: "Plan"):
+    """The file as the plan read it, when ``cfg`` reads it with the same settings (else None:
+    its data module reads it itself)."""
+    first = plan.datamodule
+    same = all(str(cfg.data.get(k)) == str(getattr(first, k)) for k in SOURCE_KEYS)
+    return first.table if same else None
 
 
 def make_plan(cfg: DictConfig, entries: list[Entry]) -> Plan:
@@ -239,8 +256,7 @@ def make_plan(cfg: DictConfig, entries: list[Entry]) -> Plan:
     settings), the cutoffs, and for each model the data before the first cutoff and its network.
     Returns the plan; raises ``ConfigError``/``DataError`` with the fix."""
     settings = cfg.backtest
-    first_cfg = _with_cutoff(entries[0].cfg, None)
-    datamodule = steps.build_data(first_cfg)
+    datamodule = steps.build_data(entries[0].cfg)  # the data config's own splits (data.cutoff is null)
     horizon = datamodule.pred_len
     history = 0
     for entry in entries:
@@ -253,12 +269,9 @@ def make_plan(cfg: DictConfig, entries: list[Entry]) -> Plan:
     plan = Plan(datamodule, cutoffs, groups, horizon, step, settings.refit,
                 list(datamodule.columns[datamodule.enc_in - datamodule.c_out:]), out_dir, datamodule.lineage())
     for entry in entries:
-        with choices_of(entry):
-            check_settings(entry.cfg)
-            probe = _with_cutoff(entry.cfg, cutoffs[0])
-            dm = steps.build_data(probe)  # the rows before the first cutoff: early stopping's too
-            with open_dict(entry.cfg):
-                entry.cfg.data.enc_in, entry.cfg.data.mark_dim = dm.enc_in, dm.mark_dim
+        check_settings(entry.cfg)
+        with choices_of(entry), cutoff_at(entry.cfg, cutoffs[0]) as probe:
+            dm = steps.build_data(probe, source_table(probe, plan))  # the rows before the first cutoff: early stopping's too
             module = steps.build_module(probe, dm)
             check_model(entry, plan, dm, module)
             trainer = steps.build_trainer(probe, module, logger=None)
@@ -272,7 +285,7 @@ def make_plan(cfg: DictConfig, entries: list[Entry]) -> Plan:
 def backtest_id(entry: Entry, plan: Plan) -> str:
     """A digest of what decides a model's backtest forecasts: its resolved config (less the
     settings of :data:`NOT_IN_ID` and output folders), the data's digest and the cutoffs."""
-    flat = {k: v for k, v in tracking.flatten(_with_cutoff(entry.cfg, None)).items()
+    flat = {k: v for k, v in tracking.flatten(entry.cfg).items()
             if not k.endswith(".dirpath") and not any(k == n or k.startswith(n + ".") for n in NOT_IN_ID)}
     text = json.dumps({"label": entry.label, "config": flat, "data": plan.lineage["sha256"], "cutoffs": plan.cutoffs,
                        "groups": [g[0] for g in plan.groups]}, sort_keys=True, default=str)
@@ -372,27 +385,29 @@ def from_long(frame: pd.DataFrame, label: str, n_cutoffs: int, horizon: int, cha
     return frame[label].to_numpy(dtype=np.float64).reshape(channels, n_cutoffs, horizon).transpose(1, 2, 0)
 
 
-def refit(entry: Entry, plan: Plan, index: int, group: list[int], parent: str | None, ident: str,
+def refit(entry: Entry, plan: Plan, cfg: DictConfig, index: int, group: list[int], parent: str | None, ident: str,
           init_from: str | None) -> Refit:
     """Train (or only prepare, for a network without trainable parameters) on the rows before
     ``group[0]`` and forecast every cutoff of ``group`` in batched forward passes; logged as a
     child run of ``parent`` (tags ``backtest_id``, ``refit_index``, ``cutoff``) with its
-    forecasts, so that a resumed backtest can skip it."""
+    forecasts, so that a resumed backtest can skip it. ``cfg``: a copy of the model's config that
+    each refit sets (its cutoff, tags, starting weights and checkpoint folder)."""
     dates = plan.dates
     tags = {"kind": REFIT_KIND, "backtest_id": ident, "refit_index": str(index), "cutoff": str(dates[group[0] - 1]),
             "cutoff_row": str(group[0]), "windows": str(len(group))}
     if parent:
         tags["mlflow.parentRunId"] = parent
-    cfg = _with_tags(_with_cutoff(entry.cfg, group[0]), tags)
+    own = entry.cfg.get("tags")
     folder = plan.out_dir / "refits" / entry.label / f"refit-{index}"
     with open_dict(cfg):
+        cfg.data.cutoff = group[0]
+        cfg.tags = {**(OmegaConf.to_container(own) if own is not None else {}), **tags}
+        cfg.init_from = init_from
         for callback in cfg.callbacks.values():  # this refit's own checkpoint folder
             if callback and "dirpath" in callback:
                 callback.dirpath = str(folder / "checkpoints")
-        if init_from:
-            cfg.init_from = init_from
     steps.prepare(cfg)
-    datamodule = steps.build_data(cfg)
+    datamodule = steps.build_data(cfg, source_table(cfg, plan))
     datamodule.origins = list(group)
     module = steps.build_module(cfg, datamodule)
     if cfg.get("init_from") and module.trainable:
@@ -506,6 +521,7 @@ def backtest_model(entry: Entry, plan: Plan, parent: str | None) -> ModelResult:
     run_id = logger.run_id if logger is not None else None
     trained = read = 0
     weights = cfg.get("init_from")
+    template = copy.deepcopy(cfg)  # each refit sets its cutoff, tags, weights and folder in it
     bar = tqdm(total=w, desc=f"{label} backtest", unit="cutoff", disable=None, file=sys.stderr)
     position = 0
     try:
@@ -516,7 +532,7 @@ def backtest_model(entry: Entry, plan: Plan, parent: str | None) -> ModelResult:
                     read += 1
                 else:
                     start_from = weights if cfg.backtest.warm_start else cfg.get("init_from")
-                    result = refit(entry, plan, index, group, run_id, ident, start_from)
+                    result = refit(entry, plan, template, index, group, run_id, ident, start_from)
                     trained += 1
                 span = slice(position, position + len(group))
                 pred[span], std[span], scale[span] = result.pred, result.std, result.mase_scale

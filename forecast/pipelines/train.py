@@ -36,9 +36,11 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda reco
 logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)  # "Validating input example against model signature"
 
 
-def build_data(cfg: DictConfig) -> ForecastDataModule:
+def build_data(cfg: DictConfig, table=None) -> ForecastDataModule:
     """Instantiate and load the data (every data error surfaces here); fill in the shape keys
-    (``data.enc_in``, ``data.mark_dim``) that the model config interpolates.
+    (``data.enc_in``, ``data.mark_dim``) that the model config interpolates. ``table``: the file
+    as :func:`forecast.data.sources.load_table` read it with these settings (a backtest's refits
+    read it once).
 
     ``paper_compat`` turns on the data quirks of the reference code (the test loader dropping
     its last incomplete batch), written into the config so the logged config says so."""
@@ -48,6 +50,7 @@ def build_data(cfg: DictConfig) -> ForecastDataModule:
         datamodule: ForecastDataModule = instantiate(cfg.data)
     except InstantiationException as error:
         raise config_error(error) from None
+    datamodule.source = table
     datamodule.load()
     cfg.data.enc_in = datamodule.enc_in
     cfg.data.mark_dim = datamodule.mark_dim
