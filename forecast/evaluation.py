@@ -215,15 +215,14 @@ def score(pred: np.ndarray, actual: np.ndarray, std: np.ndarray, mase_scale: np.
     keys = np.concatenate([std, scale], axis=1)
     groups = np.unique(keys, axis=0)
     total = None
-    # one metric per distinct scale (a refit of a backtest), their sums merged
+    # one metric per distinct scale (a refit of a backtest), their sums merged into the first
     for key in groups:
         rows = np.flatnonzero((keys == key).all(axis=1))
-        part = _metric(key[:c], key[c:], "part" if len(groups) > 1 else "total")
+        part = _metric(key[:c], key[c:], "part" if total is not None else "total")
         part.update(torch.from_numpy(pred[rows] / key[:c]), torch.from_numpy(actual[rows] / key[:c]))
-        if len(groups) == 1:
+        if total is None:
             total = part
         else:
-            total = total or _metric(key[:c], key[c:], "total")
             total.merge_state(part.metric_state)
     return {k: float(v) for k, v in total.compute().items() if k in metrics}
 

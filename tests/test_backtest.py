@@ -149,6 +149,10 @@ def test_every_test_window_without_refit_gives_train_py_test_metrics(series):
     overall = table.attrs["metrics"].query("level == 'overall'").iloc[0]
     for key in ("mse", "mae", "mae_orig", "rmse_orig", "mase_orig", "smape_orig"):
         assert overall[key] == pytest.approx(metrics[f"test/{key}"], abs=1e-6), key
+    # the same weights given as a checkpoint (train=false): the same forecasts, nothing trained
+    (best,) = [p for p in series["tmp"].glob("outputs/*/*/checkpoints/*.ckpt") if p.name != "last.ckpt"]
+    again = api.backtest(*overrides, "train=false", f"ckpt_path='{best}'", windows=windows, step=1, start="test")
+    assert np.array_equal(again["dlinear"].to_numpy(), table["dlinear"].to_numpy())
 
 
 # ------------------------------------------------------------------ leakage
@@ -244,6 +248,17 @@ def test_refit_every_three_of_seven_cutoffs_trains_three_times_on_rows_before_ea
     assert table["cutoff"].nunique() == 7
 
 
+def test_warm_start_starts_each_refit_from_the_previous_weights(series):
+    api.backtest(*series["common"], "trainer.max_epochs=1", windows=3, refit=True, warm_start=True)
+    children = sorted(runs(series["uri"], kind="refit"), key=lambda r: int(r.data.tags["refit_index"]))
+    starts = [c.data.params["init_from"] for c in children]
+    assert starts[0] == "None"
+    client = MlflowClient(series["uri"])
+    for child, start in zip(children, starts[1:]):
+        assert start.endswith(f"refit-{child.data.tags['refit_index']}/network.pt")  # the previous refit's weights
+        assert "network.pt" in {a.path for a in client.list_artifacts(child.info.run_id)}
+
+
 def test_a_resumed_backtest_trains_only_the_refits_left_and_gives_the_same_table(series, monkeypatch):
     overrides = [*series["common"], "trainer.max_epochs=1"]
     fits = []
@@ -284,6 +299,9 @@ def test_a_resumed_backtest_trains_only_the_refits_left_and_gives_the_same_table
     (dict(start=130), DataError, r"130 rows before the cutoff .* too few to train with early stopping"),
     (dict(windows=20), DataError, r"run past the end of the data .*: 13 fit"),
     (dict(refit=0), ConfigError, r"backtest.refit=0 must be false, true or a positive integer"),
+    (dict(models=["dlinear", "model=seasonalnaive data.pred_len=6"]), ConfigError,
+     r"seasonalnaive forecasts with data.pred_len=6, the backtest's first model with 12"),
+    (dict(refit=2, train=False, ckpt_path="x.ckpt"), ConfigError, r"train=false with backtest.refit=2"),
 ])
 def test_bad_input_is_a_clear_error_and_nothing_is_logged(series, settings, error, match):
     with pytest.raises(error, match=match) as caught:

@@ -522,7 +522,8 @@ def backtest_model(entry: Entry, plan: Plan, parent: str | None) -> ModelResult:
     trained = read = 0
     weights = cfg.get("init_from")
     template = copy.deepcopy(cfg)  # each refit sets its cutoff, tags, weights and folder in it
-    bar = tqdm(total=w, desc=f"{label} backtest", unit="cutoff", disable=None, file=sys.stderr)
+    quiet = cfg.trainer.get("enable_progress_bar") is False  # else shown where the output is a terminal
+    bar = tqdm(total=w, desc=f"{label} backtest", unit="cutoff", disable=True if quiet else None, file=sys.stderr)
     position = 0
     try:
         with tempfile.TemporaryDirectory(prefix="forecast-resume-") as tmp:
