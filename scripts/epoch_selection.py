@@ -153,8 +153,10 @@ def figure(rows: list[dict], selections: list[dict], path: Path, title: str) -> 
             ax.axvline(paper["epochs_run"], color=colours[i % len(colours)], lw=0.6, ls=":")
     axes[0].set_title("validation MSE (every window)")
     axes[1].set_title("test MSE (every window)")
+    first = [r for r in rows if r["seed"] == seeds[0]]
+    rates = ", ".join(f"{r['lr']:.2g}" for r in first[:4])
     for ax in axes:
-        ax.set_xlabel("epoch (lr 0.005 for epochs 1-2, halved after each later one)")
+        ax.set_xlabel(f"epoch (learning rate {rates}, …)")
         ax.grid(alpha=0.3)
     axes[1].legend(title="seed; ★ kept by early stopping, ┆ its stop", fontsize=8)
     fig.suptitle(title)
