@@ -10,6 +10,10 @@ ARGS ?=
 PY := $(VENV)/bin/python
 # one torch thread: on a shared 2-core machine two threads were measured up to 10x slower
 THREADS := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# the suite in one process per core (pytest-xdist), each test file kept on one process so that a
+# file's module fixtures (an MLflow server, trained models) are built once; WORKERS=0 runs it in one
+WORKERS ?= auto
+XDIST := $(if $(filter 0,$(WORKERS)),,-n $(WORKERS) --dist loadfile)
 
 .PHONY: setup train test test-slow docs
 
@@ -23,7 +27,7 @@ train: setup
 	$(THREADS) $(PY) train.py $(ARGS)
 
 test: setup
-	$(THREADS) $(PY) -m pytest -q $(ARGS)
+	$(THREADS) $(PY) -m pytest -q $(XDIST) $(ARGS)
 
 test-slow: setup  # the long trainings marked slow (paper schedules), run manually or on a schedule
 	$(THREADS) $(PY) -m pytest -q -m slow $(ARGS)
