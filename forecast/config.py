@@ -12,6 +12,7 @@ too. Every network class in ``forecast.models`` gets one, stored as
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -384,6 +385,23 @@ def model_recommendations(cfg: DictConfig, model: str, conf_dir: Path | None = N
     return found
 
 
+_STORED: dict[tuple[str | None, str], type] = {}
+
+
+def _store_once(cs: ConfigStore, name: str, source: type, group: str | None = None, schema: bool = False,
+                exclude: tuple[str, ...] = ()) -> None:
+    """Store ``source`` (a dataclass, or with ``schema`` the signature schema of a class) under
+    ``group/name`` unless this process stored the same class there already and it is still there:
+    building a structured config is most of the cost of composing a config from Python."""
+    node = cs.repo
+    for part in (group.split("/") if group else []):
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    if _STORED.get((group, name)) is source and isinstance(node, dict) and f"{name}.yaml" in node:
+        return
+    cs.store(group=group, name=name, node=signature_schema(source, exclude=exclude) if schema else source)
+    _STORED[(group, name)] = source
+
+
 def register_configs() -> None:
     """Store every schema in Hydra's ConfigStore (idempotent) and the config resolvers."""
     from pytorch_lightning import Trainer
@@ -392,19 +410,20 @@ def register_configs() -> None:
     from forecast.data.datamodule import ForecastDataModule
 
     cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="backtest_schema", node=BacktestConfig)
-    cs.store(name="predict_schema", node=PredictConfig)
-    cs.store(name="compare_schema", node=CompareConfig)
-    cs.store(name="register_schema", node=RegisterConfig)
-    cs.store(name="retrain_schema", node=RetrainConfig)
-    cs.store(name="retrain_schedule_schema", node=ScheduleConfig)
-    cs.store(name="benchmark_schema", node=BenchmarkConfig)
-    cs.store(group="schema/data", name="default", node=signature_schema(ForecastDataModule))
-    cs.store(group="schema/trainer", name="default", node=signature_schema(Trainer, exclude=("callbacks", "logger")))
-    cs.store(group="schema/logger", name="mlflow", node=signature_schema(MLFlowLogger))
+    store = functools.partial(_store_once, cs)
+    store("train_schema", TrainConfig)
+    store("backtest_schema", BacktestConfig)
+    store("predict_schema", PredictConfig)
+    store("compare_schema", CompareConfig)
+    store("register_schema", RegisterConfig)
+    store("retrain_schema", RetrainConfig)
+    store("retrain_schedule_schema", ScheduleConfig)
+    store("benchmark_schema", BenchmarkConfig)
+    store("default", ForecastDataModule, group="schema/data", schema=True)
+    store("default", Trainer, group="schema/trainer", schema=True, exclude=("callbacks", "logger"))
+    store("mlflow", MLFlowLogger, group="schema/logger", schema=True)
     for name, cls in network_classes().items():
-        cs.store(group="schema/model", name=name, node=signature_schema(cls))
+        store(name, cls, group="schema/model", schema=True)
     if not OmegaConf.has_resolver("stem"):
         OmegaConf.register_new_resolver("stem", lambda path: Path(str(path)).stem)
     if not OmegaConf.has_resolver("mixed_precision"):
