@@ -164,6 +164,13 @@ def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int,
     return forecast_figure(windows, [names[c] for c in shown], title)
 
 
+def fit_training(network: Network, datamodule: ForecastDataModule) -> None:
+    """What a network estimates on the training split outside fit (classical baselines: refit=once,
+    default periods from the frequency, the scaler for multiplicative models); a no-op for most."""
+    train = datamodule.splits["train"]
+    network.fit_training(datamodule.values[train.start : train.end], freq=datamodule.table.freq, scaler=datamodule.scaler)
+
+
 def report_recommendations(cfg: DictConfig) -> list[Recommendation]:
     """Log one line per setting the model file makes outside ``model:`` (the run's look-back,
     epochs, schedule…), applied or overridden, with its reason (:func:`forecast.config.model_recommendations`)."""
@@ -224,14 +231,15 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
         fitted = bool(cfg.train and module.trainable)
         if fitted:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        estimated = not fitted and cfg.validate
+        if estimated:  # a network that is not trained, validated once (a study's objective) after its training-split estimates
+            fit_training(module.network, datamodule)
+            trainer.validate(module, datamodule=datamodule)
         best = best_checkpoint(trainer) if fitted else ""
         metrics: dict[str, float] = {}
         if cfg.test:
-            # what a network estimates on the training split outside fit (classical baselines: refit=once,
-            # default periods from the frequency, the scaler for multiplicative models); a no-op for most
-            train = datamodule.splits["train"]
-            module.network.fit_training(datamodule.values[train.start : train.end], freq=datamodule.table.freq,
-                                        scaler=datamodule.scaler)
+            if not estimated:
+                fit_training(module.network, datamodule)
             # the best validation checkpoint after fitting (the weights as they stand when
             # paper_compat reproduces a reference that tested its last epoch); else the given
             # checkpoint, if any
