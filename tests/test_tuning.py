@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -110,7 +111,7 @@ def study_py(where: Path, *args: str, env: dict | None = None, wait: bool = True
     return subprocess.CompletedProcess(command, run.returncode, out, "")
 
 
-def load(where: Path, name: str = "lr-series-24"):
+def load(where: Path, name: str = "dlinear-series-24"):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{where / 'optuna.db'}")
 
 
@@ -131,6 +132,11 @@ def spy_lines(where: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def trials_run(output: str) -> set[int]:
+    """The trials a study process ran to an end, from its log lines "trial 3 complete after 3 epoch(s): …"."""
+    return {int(m.group(1)) for m in re.finditer(r"\] trial (\d+) (?:complete|pruned|failed)", output)}
+
+
 def log_distance(a: float, b: float) -> float:
     return abs(math.log10(a) - math.log10(b))
 
@@ -141,7 +147,7 @@ GOOD_LR = 1e-2  # on this series and budget, rates from ~3e-3 to 3e-2 do best; 1
 
 
 def test_study_finds_a_better_rate_logs_its_trials_and_reproduces_its_best_value(study_dir):
-    proc = study_py(study_dir, "hydra.sweeper.n_trials=6")
+    proc = study_py(study_dir, "hydra.sweeper.n_trials=6", "register=true")
     assert proc.returncode == 0, proc.stdout[-5000:]
     study = load(study_dir)
     done = [t for t in study.trials if t.state.is_finished()]
@@ -178,6 +184,9 @@ def test_study_finds_a_better_rate_logs_its_trials_and_reproduces_its_best_value
     assert {"best_params.json", "best_command.txt", "trials.csv", "plots/optimization_history.png",
             "plots/param_importances.png"} <= artifacts
     assert "test/mse" in proc.stdout and "scored for this trial only" in proc.stdout
+    # register=true: the best trial's tested model, and no trial's
+    (version,) = client.search_model_versions("name = 'series-dlinear'")
+    assert version.run_id == tested[0].info.run_id and "model_uri" not in trials[best.number][0].data.tags
 
     # the test split: never read by a trial, read by the best trial's test
     reads = spy_lines(study_dir)
@@ -247,8 +256,7 @@ def test_an_interrupted_study_continues_where_it_stopped(study_dir):
     _, parents, trials, tested = children(study_dir)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert all(len(runs) == 1 for runs in trials.values())  # no trial ran twice
-    second_run = {int(line.split("trial ")[1].split(" ")[0]) for line in second.stdout.splitlines() if "] trial " in line}
-    assert second_run == {4, 5, 6}
+    assert trials_run(second.stdout) == {4, 5, 6}
     assert len(tested) == 1
 
 
@@ -261,8 +269,7 @@ def test_two_workers_on_one_storage_run_distinct_trials(study_dir):
     assert [w.returncode for w in workers] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
     study = load(study_dir)
     assert len(study.trials) == 6 and all(t.state.is_finished() for t in study.trials)  # none lost, none extra
-    ran = [{int(line.split("trial ")[1].split(" ")[0]) for line in out.splitlines() if "] trial " in line and "after" in line}
-           for out in outs]
+    ran = [trials_run(out) for out in outs]
     assert ran[0] and ran[1] and not ran[0] & ran[1] and ran[0] | ran[1] == set(range(6))  # each worker its own trials
     assert len({t.params["module.optimizer.lr"] for t in study.trials}) == 6
     _, parents, trials, tested = children(study_dir)
@@ -318,6 +325,21 @@ def test_a_study_refuses_ddp_smoke_limits_and_bad_settings(overrides, message):
     assert message in str(error.value)
 
 
+def test_a_value_the_config_refuses_fails_the_composition_check():
+    settings, cfg = sweep_config(space={"model.kernel_size": "choice(13, 25)", "data.seq_len": "choice(96, abc)",
+                                        "model.individual": "choice(false, true)"})
+    study = Study(settings, cfg)
+
+    def validate_batch(batch):  # raises as Hydra's config loader does inside a sweep
+        for overrides in batch:
+            compose("train", overrides)
+
+    with pytest.raises(ConfigError) as error:
+        study.check_composition(["hparams_search=dlinear"], validate_batch)
+    assert str(error.value).startswith("conf/hparams_search/dlinear.yaml: data.seq_len=abc: ")
+    assert "Fix:" in str(error.value)
+
+
 def test_a_bad_space_fails_before_any_trial_and_writes_nothing(study_dir):
     (study_dir / "conf" / "hparams_search" / "lr.yaml").write_text(LR_SPACE.format(lr="choice()"))
     proc = study_py(study_dir, "hydra.sweeper.n_trials=2")
@@ -325,6 +347,40 @@ def test_a_bad_space_fails_before_any_trial_and_writes_nothing(study_dir):
     assert proc.stdout.strip().splitlines()[-1].startswith("error: conf/hparams_search/lr.yaml: module.optimizer.lr: 'choice()'")
     assert not (study_dir / "optuna.db").exists() and not (study_dir / "mlflow.db").exists()
     assert spy_lines(study_dir) == []
+
+
+def test_hparams_search_without_a_multirun_is_refused(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "hparams_search=dlinear", "logger=none"], cwd=tmp_path,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "runs a study only as a multirun. Fix: add -m" in proc.stderr
+
+
+def test_the_trial_task_travels_to_other_processes():
+    """A launcher that runs jobs elsewhere (SLURM, submitit) pickles the task: it must carry
+    everything a trial needs (storage, study, objective, pruner), and the SLURM launcher composes
+    one task per trial."""
+    import pickle
+
+    settings, cfg = sweep_config("hydra/launcher=slurm")
+    task = Study(settings, cfg).task()
+    again = pickle.loads(pickle.dumps(task))
+    assert again == task and again.pruner["_target_"] == "optuna.pruners.MedianPruner"
+    assert again.storage_url.startswith("sqlite:////") and again.study_name == "dlinear-etth1-96"
+    assert cfg.hydra.launcher.tasks_per_node == 1 and cfg.hydra.launcher.nodes == 1
+
+
+@pytest.mark.slow
+def test_each_trial_a_job_of_the_submitit_launcher(study_dir):
+    """hydra/launcher=submitit_local (the SLURM launcher's local twin): each trial its own process."""
+    proc = study_py(study_dir, "hydra/launcher=submitit_local", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+                    "trainer.max_epochs=2")
+    assert proc.returncode == 0, proc.stdout[-5000:]
+    study = load(study_dir)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert all(len(t.intermediate_values) == 2 for t in study.trials)  # reported from the job's process
+    _, parents, trials, tested = children(study_dir)
+    assert len(parents) == 1 and sorted(trials) == [0, 1] and len(tested) == 1
+    assert all(line.startswith("best ") for line in spy_lines(study_dir))
 
 
 def test_command_line_values_are_fixed_and_sweeps_refused():
@@ -358,9 +414,15 @@ def test_every_deep_model_has_a_search_space_and_each_space_is_sound():
         assert len(searched) >= 3, name
         if name in DEEP:
             assert {"module.optimizer.lr", "data.seq_len"} <= searched, name
-        for param in study.space:  # every choice and bound composes
-            for candidate in param.candidates():
-                compose("train", [f"hparams_search={name}", candidate])
+        composed = []
+
+        def validate_batch(batch):  # as the sweeper's launcher would compose each job
+            for overrides in batch:
+                composed.append(compose("train", overrides))
+
+        study.check_composition([f"hparams_search={name}"], validate_batch)  # every choice and bound composes
+        assert {p.name: p.candidates() for p in study.space if p.distribution is not None}
+        assert len(composed) == max(len(p.candidates()) for p in study.space)  # in rounds: all keys at once
 
 
 def test_ranges_follow_the_hydra_optuna_sweeper_grammar():

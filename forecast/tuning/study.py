@@ -176,12 +176,28 @@ class Study:
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        for param in self.space:
-            for candidate in param.candidates():
-                try:
-                    validate_batch([[*base, candidate]])
-                except (HydraException, OmegaConfBaseException) as error:
-                    raise ConfigError(f"{self.where}: {candidate}: {config_error(error)}") from None
+        def refused(candidates: list[str]) -> Exception | None:
+            try:
+                validate_batch([[*base, *candidates]])
+            except (HydraException, OmegaConfBaseException) as error:
+                return error
+            return None
+
+        def message(values: str, error: Exception) -> str:
+            why = str(config_error(error))
+            return f"{self.where}: {values}: {why}" + ("" if "Fix:" in why else " Fix: change or drop this value in the search space.")
+
+        # round i sets every key to its i-th candidate: a few compositions instead of one per value
+        columns = [p.candidates() for p in self.space]
+        for i in range(max(len(c) for c in columns)):
+            if refused([c[i % len(c)] for c in columns]) is None:
+                continue
+            for candidates in columns:  # find the value the config refuses
+                error = refused([candidates[i % len(candidates)]])
+                if error is not None:
+                    raise ConfigError(message(candidates[i % len(candidates)], error)) from None
+            together = [c[i % len(c)] for c in columns]
+            raise ConfigError(message(" ".join(together), refused(together))) from None
 
     @staticmethod
     def resolve_storage(url: str | None) -> str:
@@ -275,7 +291,9 @@ class Study:
 
     def ask(self, study) -> tuple[Any, list[str]]:
         """A new trial (a waiting one first: a retry or an enqueued one) and its overrides."""
-        trial = study.ask()
+        with warnings.catch_warnings():  # "heartbeat is supposed to be used with Study.optimize": this loop beats itself
+            warnings.filterwarnings("ignore", message=".*[Hh]eartbeat.*")
+            trial = study.ask()
         study.sampler = self.sampler(trial.number)
         overrides = []
         for param in self.space:
@@ -352,7 +370,7 @@ class Study:
     def job(self, base: list[str], overrides: list[str], role: str, subdir: str, uid: str) -> list[str]:
         """A job's overrides: the command line's, the trial's, and (Hydra's own, outside the run's
         command) the trial it belongs to, the MLflow parent and its own output folder."""
-        return [*base, *overrides, f"+hydra.job.env_set.{TRIAL_ENV}={role}", f"+hydra.job.env_set.{tracking.SWEEP_ENV}={uid}",
+        return [*base, *overrides, f"++hydra.job.env_set.{TRIAL_ENV}={role}", f"++hydra.job.env_set.{tracking.SWEEP_ENV}={uid}",
                 f"hydra.sweep.subdir={subdir}"]
 
     def launch(self, store, study, batch, base, launcher, uid, parent) -> list[dict[str, Any]]:
@@ -364,8 +382,9 @@ class Study:
         try:
             returns = launcher.launch(jobs, initial_job_idx=batch[0][0].number)
         except BaseException:  # Ctrl-C, a killed launcher: the trials in flight are queued again by the next run
+            states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
             for trial, _ in batch:
-                if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                if states.get(trial.number) == TrialState.RUNNING:
                     trial.set_user_attr("interrupted", True)
                     study.tell(trial, state=TrialState.FAIL)
             if parent:
@@ -381,15 +400,15 @@ class Study:
 
     def tell(self, study, trial, overrides: list[str], ret) -> dict[str, Any]:
         """Tell Optuna one job's outcome and mark its MLflow run with it."""
-        from hydra.core.utils import JobStatus
         from optuna.trial import TrialState
 
-        if ret.status == JobStatus.FAILED:
-            error = ret._return_value  # the job's exception (Hydra re-raises it on .return_value)
+        error = None
+        try:
+            result = dict(ret.return_value or {})  # a failed job raises its exception here
+        except Exception as raised:
+            error = raised
             result = {"state": "FAIL", "error": f"{type(error).__name__}: {error}"}
-        else:
-            result = dict(ret.return_value or {})
-        for key in ("checkpoint", "run_id", "epochs"):
+        for key in ("checkpoint", "run_id", "epochs", "trained"):
             if result.get(key) not in (None, ""):
                 trial.set_user_attr(key, result[key])
         state = result["state"]
@@ -412,12 +431,8 @@ class Study:
             client.set_tag(result["run_id"], "trial_params", shown[:5000])
             if result.get("value") is not None and math.isfinite(result["value"]):
                 client.log_metric(result["run_id"], "objective", result["value"])
-        if ret.status == JobStatus.FAILED:
-            error = ret._return_value
-            if isinstance(error, ObjectiveError):
-                raise error
-            if not isinstance(error, _TRIAL_ERRORS):  # a bug, not a property of the trial: stop the study
-                raise error
+        if error is not None and (isinstance(error, ObjectiveError) or not isinstance(error, _TRIAL_ERRORS)):
+            raise error  # every trial would fail, or a bug, not a property of this trial: the study stops
         return {"number": trial.number, **result}
 
     # ------------------------------------------------------------------ the end
@@ -433,7 +448,7 @@ class Study:
             self.summarise_parent(study, parent, None, tally, complete)
             return
         best = study.best_trial
-        line = self.override_line(base, best.user_attrs.get("overrides", []))
+        line = self.override_line(base, best.user_attrs.get("overrides", []), trained=best.user_attrs.get("trained", True))
         log.info("study '%s' (%d of %d trials: %s): best trial %d, %s %.6g", self.name, done, self.n_trials, counts,
                  best.number, self.objective, best.value)
         log.info("reproduce the best trial: %s", line)
@@ -444,18 +459,23 @@ class Study:
                 if claimed:
                     study.set_user_attr("tested_trial", best.number)
             if claimed:
-                tested = self.test_best(best, base, launcher, uid)
+                try:
+                    tested = self.test_best(best, base, launcher, uid)
+                except BaseException:
+                    study.set_user_attr("tested_trial", None)  # the next run of the command tests it again
+                    raise
         elif not complete:
             log.info("the study is not complete (%d of %d finished, %d running): the test split is scored when it is", done,
                      self.n_trials, running)
         self.summarise_parent(study, parent, (best, line, tested), tally, complete)
 
-    def override_line(self, base: list[str], overrides: list[str]) -> str:
-        """``python train.py model=<model> <the command line's overrides> <the trial's>``."""
+    def override_line(self, base: list[str], overrides: list[str], trained: bool = True) -> str:
+        """``python train.py model=<model> <the command line's overrides> <the trial's>`` (and
+        ``validate=true`` for a network that is not trained, whose value comes from that pass)."""
         args = [f"model={self.model}" if a.startswith("hparams_search=") else a for a in base]
         if not any(a.startswith("model=") for a in args):
             args.insert(0, f"model={self.model}")
-        return tracking.shell_join(["python", "train.py", *args, *overrides])
+        return tracking.shell_join(["python", "train.py", *args, *overrides, *([] if trained else ["validate=true"])])
 
     def test_best(self, best, base: list[str], launcher, uid: str) -> dict[str, Any] | None:
         """Test the best trial's checkpoint on the test split, as one more job of the launcher."""
@@ -507,8 +527,9 @@ class Study:
             client.log_metric(parent, "best_value", trial.value, step=done)
             client.set_tag(parent, "best_trial", str(trial.number))
             client.set_tag(parent, "best_overrides", line[:5000])
-            for key, value in trial.params.items():
-                client.set_tag(parent, f"best.{key}", str(value))
+            for override in trial.user_attrs.get("overrides", []):
+                key, _, value = override.lstrip("+").partition("=")
+                client.set_tag(parent, f"best.{key}", value)
             client.log_dict(parent, {"trial": trial.number, "value": trial.value, "objective": self.objective,
                                      "params": trial.params, "command": line}, "best_params.json")
             client.log_text(parent, line + "\n", "best_command.txt")

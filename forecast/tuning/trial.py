@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,9 @@ def storage(url: str, heartbeat: int | None = None):
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
     if heartbeat:
         kwargs.update(heartbeat_interval=int(heartbeat), grace_period=3 * int(heartbeat))
-    return optuna.storages.RDBStorage(url, **kwargs)
+    with warnings.catch_warnings():  # the heartbeat arguments are "experimental" (since Optuna 2.9)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, **kwargs)
 
 
 class TrialCallback(pl.Callback):
