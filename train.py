@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from forecast.config import register_configs
-from forecast.errors import config_errors, exit_on_error
+from forecast.errors import ConfigError, config_errors, exit_on_error
 
 register_configs()
 
@@ -15,8 +15,12 @@ register_configs()
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     from forecast.pipelines.train import run
+    from forecast.tracking import hydra_choice
 
     with exit_on_error():  # bad input: the message says what and how to fix it; no traceback
+        if hydra_choice("hparams_search"):  # a study's trials run through the sweeper, never through main()
+            raise ConfigError(f"hparams_search={hydra_choice('hparams_search')} runs a study only as a multirun. "
+                              "Fix: add -m (python train.py -m hparams_search=...).")
         metrics = run(cfg)
     return metrics.get("test/mse")
 

@@ -63,6 +63,7 @@ class TrainConfig:
     num_threads: Optional[int] = None
     train: bool = True
     test: bool = True
+    validate: bool = False
     ckpt_path: Optional[str] = None
     init_from: Optional[str] = None
     paper_compat: bool = False

@@ -265,9 +265,14 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
 
     try:
         fitted, best = fit(cfg, trainer, module, datamodule)
+        estimated = not fitted and cfg.validate
+        if estimated:  # a network that is not trained, validated once (a study's objective) after its training-split estimates
+            fit_training(module, datamodule)
+            trainer.validate(module, datamodule=datamodule)
         metrics: dict[str, float] = {}
         if cfg.test:
-            fit_training(module, datamodule)
+            if not estimated:
+                fit_training(module, datamodule)
             trainer.test(module, datamodule=datamodule, ckpt_path=evaluated_checkpoint(cfg, fitted, best))
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             diagnostics = module.network.diagnostics()  # e.g. fallbacks and warnings of statsmodels fits
