@@ -170,6 +170,20 @@ class ScheduleConfig:
 
 
 @dataclass
+class PeerConfig:
+    """``peer:`` of ``conf/benchmark.yaml``: the reference of ``mode=peer``."""
+
+    tslib: Optional[str] = None        # path of a Time-Series-Library checkout
+    python: Optional[str] = None       # the interpreter of its environment (null: this one)
+    commit: str = ""                   # the commit the pairs were written for (recorded where the checkout is no git clone)
+    root_path: Optional[str] = None    # folder of the ETT files for the reference (null: data/ETT-small of this repository)
+    rounds: int = 2                    # interleaved rounds: each side measured once per round
+    seq_len: int = 96                  # the window and batch of both sides
+    batch_size: int = 32
+    pairs: Dict[str, Any] = field(default_factory=dict)  # our model -> {model: TSLib's name, args: its run.py arguments}
+
+
+@dataclass
 class BenchmarkConfig:
     """Keys of ``conf/benchmark.yaml`` (``python scripts/benchmark.py``)."""
 
@@ -186,6 +200,7 @@ class BenchmarkConfig:
     accuracy_csv: str = "benchmarks/accuracy.csv"
     render: bool = True
     dry_run: bool = False
+    peer: PeerConfig = field(default_factory=PeerConfig)
 
 
 def _field_type(annotation: Any) -> Any:
