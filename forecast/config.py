@@ -390,6 +390,8 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("stem", lambda path: Path(str(path)).stem)
     if not OmegaConf.has_resolver("mixed_precision"):
         OmegaConf.register_new_resolver("mixed_precision", mixed_precision)
+    if not OmegaConf.has_resolver("cpu_precision"):
+        OmegaConf.register_new_resolver("cpu_precision", cpu_precision)
 
 
 def mixed_precision() -> str:
@@ -401,3 +403,25 @@ def mixed_precision() -> str:
     if torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 0):
         return "32-true"
     return "bf16-mixed"
+
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU multiplies bf16 natively (``/proc/cpuinfo`` flags ``avx512_bf16`` or
+    ``amx_bf16``: AMD Zen 4 and later, Intel Cooper Lake / Sapphire Rapids and later). Elsewhere
+    oneDNN emulates bf16 products and autocast makes training slower, not faster."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def cpu_precision() -> str:
+    """``${cpu_precision:}`` (``conf/trainer/cpu_fast.yaml``): ``bf16-mixed`` on a CPU with native
+    bf16 (:func:`cpu_has_native_bf16`), else ``32-true``."""
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
