@@ -5,8 +5,9 @@ logged MLflow model (the pyfunc a server runs, called in-process) and of ``predi
                                       [--threads 1] [--windows 256] [--csv benchmarks/inference.csv] [--out DIR]
 
 Each model is trained with ``trainer=debug`` (two steps: inference time does not depend on the
-weights) on the bundled ETTh1 at its model file's look-back and horizon, logged to a fresh SQLite
-store under ``--out`` and registered as ``etth1-<model>@champion``. The windows are the last
+weights; a debug run is never registered) on the bundled ETTh1 at its model file's look-back and
+horizon, and logged to a fresh SQLite store of its own under ``--out``; its logged model
+(``runs:/<run id>/model``) is what is loaded. The windows are the last
 ``--windows`` input windows of ETTh1 (one step apart). Per model, in one process, ``--threads``
 torch threads, after one untimed call of each kind:
 
@@ -65,12 +66,26 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
+def store(root: Path, model: str) -> str:
+    return f"sqlite:///{root}/{model}/mlflow.db"
+
+
 def train(model: str, root: Path, env: dict) -> None:
-    proc = subprocess.run([PY, str(REPO / "train.py"), f"model={model}", "trainer=debug", "register=true",
-                           "alias=champion", "num_threads=1", "trainer.enable_progress_bar=false",
-                           f"hydra.run.dir={root}/train-{model}"], cwd=root, env=env, capture_output=True, text=True)
+    (root / model).mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([PY, str(REPO / "train.py"), f"model={model}", "trainer=debug", "num_threads=1",
+                           "trainer.enable_progress_bar=false", f"hydra.run.dir={root}/{model}/train"], cwd=root / model,
+                          env={**env, "MLFLOW_TRACKING_URI": store(root, model)}, capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"training {model} failed:\n{proc.stderr[-3000:]}")
+
+
+def model_uri(root: Path, model: str) -> str:
+    """The logged model of the one run in this model's store."""
+    import mlflow
+
+    runs = mlflow.MlflowClient(store(root, model)).search_runs(
+        [e.experiment_id for e in mlflow.MlflowClient(store(root, model)).search_experiments()], order_by=["start_time DESC"])
+    return f"runs:/{runs[0].info.run_id}/model"
 
 
 def rate(fn, calls: int, windows: int) -> tuple[float, float]:
@@ -89,7 +104,8 @@ def measure(model: str, root: Path, env: dict, args) -> list[dict]:
     from forecast.data.timefeatures import time_features
     from forecast.pipelines.predict import load_model
 
-    pyfunc, impl = load_model(f"models:/etth1-{model}@champion")
+    uri = model_uri(root, model)
+    pyfunc, impl = load_model(uri, store(root, model))
     spec, network = impl.spec, impl.network
     network.eval()
     data = pd.read_csv(ETTH1)
@@ -129,8 +145,9 @@ def measure(model: str, root: Path, env: dict, args) -> list[dict]:
     times, before = [], load()
     for _ in range(args.cli_runs):
         start = time.perf_counter()
-        subprocess.run([PY, str(REPO / "predict.py"), f"model_uri=models:/etth1-{model}@champion", f"data.path={ETTH1}",
-                        f"output={root}/predict-{model}.csv"], cwd=root, env=env, check=True, capture_output=True)
+        subprocess.run([PY, str(REPO / "predict.py"), f"model_uri={uri}", f"data.path={ETTH1}",
+                        f"output={root}/predict-{model}.csv"], cwd=root, env={**env, "MLFLOW_TRACKING_URI": store(root, model)},
+                       check=True, capture_output=True)
         times.append(time.perf_counter() - start)
     seconds = sum(times) / len(times)
     rows.append({**common, "path": "predict.py", "windows_per_call": 1, "calls": len(times),
@@ -160,9 +177,8 @@ def main():
     root.mkdir(parents=True, exist_ok=True)
     threads = str(args.threads)
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "FORECAST_DATA_DIR": str(REPO / "data"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    os.environ.update({k: env[k] for k in ("MLFLOW_TRACKING_URI", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    os.environ.update({k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
     import torch
 
     torch.set_num_threads(args.threads)
