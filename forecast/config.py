@@ -77,6 +77,38 @@ class TrainConfig:
 
 
 @dataclass
+class BacktestSettings:
+    """The ``backtest:`` node of ``conf/backtest.yaml`` (``python backtest.py``): where the cutoffs
+    lie and how often the models are retrained (see ``docs/backtesting.md``)."""
+
+    windows: int = 4               # number of cutoffs (forecast windows)
+    step: Optional[int] = None     # rows between cutoffs; null: the horizon (windows do not overlap)
+    refit: Any = False             # false: train once before the first cutoff; k: every k cutoffs; true: every cutoff
+    warm_start: bool = False       # a refit starts from the previous refit's weights
+    start: Any = None              # the first cutoff: test (the test split's border), a timestamp or a row
+    end: Any = None                # where the windows must end: test (the test split's end), a timestamp or a row
+    plot_cutoffs: int = 3          # cutoffs drawn in the forecasts-against-actuals figure
+
+
+def _backtest_config() -> type:
+    """``conf/backtest.yaml``'s schema: every key of :class:`TrainConfig` (``backtest.yaml``
+    includes ``train.yaml``) plus ``backtest``, ``models`` and ``resume``. The inherited fields
+    default to MISSING so that merging this schema after ``train.yaml`` keeps its values."""
+    hints = typing.get_type_hints(TrainConfig)
+    inherited = [(f.name, hints[f.name], field(default=MISSING)) for f in dataclasses.fields(TrainConfig)]
+    own = [("backtest", BacktestSettings, field(default_factory=BacktestSettings)),
+           ("models", List[str], field(default_factory=list)),
+           ("resume", bool, field(default=False))]
+    cls = dataclasses.make_dataclass("BacktestConfig", inherited + own, bases=(TrainConfig,))
+    cls.__module__ = __name__
+    cls.__doc__ = "Keys of ``conf/backtest.yaml``: those of ``train.yaml``, ``backtest:``, ``models`` and ``resume``."
+    return cls
+
+
+BacktestConfig = _backtest_config()
+
+
+@dataclass
 class PredictData:
     """The history file of ``predict.py`` and the repairs it may ask for (see ``conf/predict.yaml``)."""
 
@@ -107,6 +139,7 @@ class CompareConfig:
     pred_len: Optional[int] = None
     paper_compat: Optional[bool] = False
     published: Optional[str] = None
+    source: str = "test"             # rank by train runs' test/mse (test) or backtest runs' backtest/mse (backtest)
     out_dir: str = "leaderboard"
     experiment_name: str = "leaderboard"
     log: bool = True
@@ -375,6 +408,7 @@ def register_configs() -> None:
 
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="backtest_schema", node=BacktestConfig)
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="compare_schema", node=CompareConfig)
     cs.store(name="register_schema", node=RegisterConfig)

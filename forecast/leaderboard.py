@@ -6,6 +6,11 @@ tags every training run carries), so runs in any experiment count; only finished
 ``test/mse`` do. Each cell (model × horizon) keeps its run with the lowest ``test/mse``; the
 published value of the same model, dataset, features, look-back and horizon comes from
 ``benchmarks/published.csv`` when there is one.
+
+``source=backtest`` ranks backtest runs (``python backtest.py``, tag ``kind=backtest``) by their
+``backtest/mse`` instead: only runs on identical cutoffs are comparable, so each horizon keeps
+the cutoff set (tag ``cutoffs``) that the most models were backtested on, and a model backtested
+with refits is its own row (``karma refit=4``). Debug runs never count.
 """
 
 from __future__ import annotations
@@ -23,11 +28,22 @@ COLUMNS = ["horizon", "rank", "model", "seq_len", "mse", "mae", "paper_mse", "pa
            "run_name", "experiment_id", "runs"]
 
 
+SOURCES = ("test", "backtest")
+
+
 def search(client, dataset: str, features: str = "M", pred_len: int | None = None,
-           paper_compat: bool | None = False) -> pd.DataFrame:
-    """Every finished run of ``dataset`` with a ``test/mse``, best first (one row per run): the
-    one place that decides which runs a leaderboard compares."""
+           paper_compat: bool | None = False, source: str = "test") -> pd.DataFrame:
+    """Every finished run of ``dataset`` with a ``test/mse`` (``source=backtest``: every backtest
+    run with a ``backtest/mse``), best first (one row per run): the one place that decides which
+    runs a leaderboard compares."""
+    if source not in SOURCES:
+        from forecast.errors import ConfigError
+
+        raise ConfigError(f"source={source} is not one of {SOURCES}. Fix: source=test (train runs) or source=backtest.")
+    key = f"{source}/mse"
     filters = ["attributes.status = 'FINISHED'", f"tags.dataset = '{dataset}'", f"tags.features = '{features}'"]
+    if source == "backtest":
+        filters.append("tags.kind = 'backtest'")
     if pred_len is not None:
         filters.append(f"tags.horizon = '{int(pred_len)}'")
     if paper_compat is not None:
@@ -35,22 +51,39 @@ def search(client, dataset: str, features: str = "M", pred_len: int | None = Non
     experiments = [e.experiment_id for e in client.search_experiments()]
     rows, token = [], None
     while experiments:
-        page = client.search_runs(experiments, filter_string=" and ".join(filters), order_by=["metrics.`test/mse` ASC"],
+        page = client.search_runs(experiments, filter_string=" and ".join(filters), order_by=[f"metrics.`{key}` ASC"],
                                   max_results=1000, page_token=token)
         for run in page:
             metrics, tags = run.data.metrics, run.data.tags
-            if "test/mse" not in metrics or not np.isfinite(metrics["test/mse"]) or tracking.run_is_debug(run):
+            if key not in metrics or not np.isfinite(metrics[key]) or tracking.run_is_debug(run):
                 continue  # debug runs (trainer=debug, batch/step limits) are smoke tests, never results
+            model = tags.get("model", "")
+            if source == "backtest" and tags.get("backtest_refit", "false") != "false":
+                model = f"{model} refit={tags['backtest_refit']}"  # another protocol than one training: its own row
             rows.append({
-                "model": tags.get("model", ""), "horizon": int(tags["horizon"]), "seq_len": int(tags.get("seq_len", 0)),
-                "mse": metrics["test/mse"], "mae": metrics.get("test/mae", np.nan), "run_id": run.info.run_id,
+                "model": model, "horizon": int(tags["horizon"]), "seq_len": int(tags.get("seq_len", 0)),
+                "mse": metrics[key], "mae": metrics.get(f"{source}/mae", np.nan), "run_id": run.info.run_id,
                 "run_name": run.info.run_name, "experiment_id": run.info.experiment_id, "start_time": run.info.start_time,
+                "cutoffs": tags.get("cutoffs", ""),
             })
         token = page.token
         if not token:
             break
     return pd.DataFrame(rows, columns=["model", "horizon", "seq_len", "mse", "mae", "run_id", "run_name", "experiment_id",
-                                       "start_time"])
+                                       "start_time", "cutoffs"])
+
+
+def common_cutoffs(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[int, str]]:
+    """The backtest runs of each horizon's most shared cutoff set (the most models; then the
+    newest run), and that set per horizon: runs on other cutoffs are not comparable."""
+    if runs.empty:
+        return runs, {}
+    chosen = {}
+    for horizon, rows in runs.groupby("horizon"):
+        sets = rows.groupby("cutoffs").agg(models=("model", "nunique"), newest=("start_time", "max"))
+        chosen[int(horizon)] = sets.sort_values(["models", "newest"], ascending=False).index[0]
+    keep = runs[[chosen[int(h)] == c for h, c in zip(runs["horizon"], runs["cutoffs"])]]
+    return keep.reset_index(drop=True), chosen
 
 
 def best_per_cell(runs: pd.DataFrame, dataset: str, features: str = "M", published_csv: Path | None = None) -> pd.DataFrame:
@@ -74,15 +107,21 @@ def _number(value: float, digits: int = 4) -> str:
     return "" if pd.isna(value) else f"{value:.{digits}f}"
 
 
-def to_markdown(table: pd.DataFrame, title: str) -> str:
+def to_markdown(table: pd.DataFrame, title: str, source: str = "test", cutoffs: dict | None = None) -> str:
     """The MSE grid (model × horizon, best run per cell) and the ranked rows under it."""
     lines = [f"# {title}", ""]
     if table.empty:
-        return "\n".join(lines + ["No finished run with a `test/mse` matches.", ""])
+        return "\n".join(lines + [f"No finished run with a `{source}/mse` matches.", ""])
     horizons = sorted(table["horizon"].unique())
     models = table.sort_values(["horizon", "rank"]).drop_duplicates("model")["model"].tolist()
     cell = {(r.model, r.horizon): r for r in table.itertuples()}
-    lines += ["Test MSE / MAE (z-scored, every test window) of the best run per cell; published in brackets.", "",
+    if source == "backtest":
+        on = "; ".join(f"H={h}: {c}" for h, c in sorted((cutoffs or {}).items()))
+        intro = (f"Backtest MSE / MAE (z-scored with the scaler of each cutoff's training rows) of the best backtest run "
+                 f"per cell, on the same cutoffs per horizon ({on}: first forecast + windows x step).")
+    else:
+        intro = "Test MSE / MAE (z-scored, every test window) of the best run per cell; published in brackets."
+    lines += [intro, "",
               "| model | " + " | ".join(f"H={h}" for h in horizons) + " |", "|---|" + "---|" * len(horizons)]
     for model in models:
         cells = []
@@ -103,7 +142,7 @@ def to_markdown(table: pd.DataFrame, title: str) -> str:
     return "\n".join(lines + [""])
 
 
-def figure(table: pd.DataFrame, title: str):
+def figure(table: pd.DataFrame, title: str, ylabel: str = "test MSE (z-scored)"):
     """Grouped bars of the best test MSE per model for each horizon, centred on the horizon's
     label whichever models it has; published values as black ticks; the legend outside the axes
     so that it never covers a bar."""
@@ -128,7 +167,7 @@ def figure(table: pd.DataFrame, title: str):
                 ax.scatter([x], [rows.loc[model, "paper_mse"]], marker="_", s=200, color="black", zorder=3)
     ax.set_xticks(range(len(horizons)), [f"H={h}" for h in horizons])
     ax.set_xlim(-0.5, max(len(horizons), 1) - 0.5)
-    ax.set_ylabel("test MSE (z-scored)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=11)
     if models:
         from matplotlib.lines import Line2D
@@ -166,23 +205,33 @@ def compare(cfg) -> dict:
     client = tracking.client(cfg.tracking_uri)
     published_csv = Path(cfg.published) if cfg.published else REPO / "benchmarks" / "published.csv"
     dataset, features = str(cfg.data.name), str(cfg.data.features)
-    runs = search(client, dataset, features, cfg.pred_len, cfg.paper_compat)
-    table = best_per_cell(runs, dataset, features, published_csv)
-    stem = f"leaderboard-{dataset}" + (f"-{cfg.pred_len}" if cfg.pred_len else "")
+    source = str(cfg.get("source") or "test")
+    runs = search(client, dataset, features, cfg.pred_len, cfg.paper_compat, source)
+    cutoffs = {}
+    if source == "backtest":  # published values come from the papers' test protocol: none beside a backtest
+        found = len(runs)
+        runs, cutoffs = common_cutoffs(runs)
+        published_csv = None
+        if len(runs) < found:
+            print(f"{found - len(runs)} backtest run(s) on other cutoffs left out: only identical cutoffs compare")
+    table = best_per_cell(runs.drop(columns="cutoffs"), dataset, features, published_csv)
+    stem = f"leaderboard-{dataset}" + (f"-{cfg.pred_len}" if cfg.pred_len else "") + ("-backtest" if source == "backtest" else "")
     title = f"{dataset} ({features}" + (f", H={cfg.pred_len}" if cfg.pred_len else "") + \
-        (", paper_compat" if cfg.paper_compat else "") + f"): best of {len(runs)} runs"
-    markdown = to_markdown(table, title)
-    paths = write_report(Path(cfg.out_dir), stem, table, markdown, figure(table, title))
+        (", paper_compat" if cfg.paper_compat else "") + (", backtest" if source == "backtest" else "") + \
+        f"): best of {len(runs)} runs"
+    markdown = to_markdown(table, title, source, cutoffs)
+    paths = write_report(Path(cfg.out_dir), stem, table, markdown, figure(table, title, f"{source} MSE (z-scored)"))
     print(markdown)
     run_id = None
     if cfg.log:
         mlflow.set_tracking_uri(cfg.tracking_uri)
         mlflow.set_experiment(cfg.experiment_name)
-        tags = {"kind": "leaderboard", "dataset": dataset, "features": features,
+        tags = {"kind": "leaderboard", "dataset": dataset, "features": features, "source": source,
                 "horizon": str(cfg.pred_len or "all"), "paper_compat": str(cfg.paper_compat).lower()}
         with mlflow.start_run(run_name=stem, tags=tags) as run:
             mlflow.log_param("runs_compared", len(runs))
-            mlflow.log_metrics({f"{r.model}/{r.horizon}/test_mse": float(r.mse) for r in table.itertuples()})
+            mlflow.log_metrics({f"{r.model.replace(' ', '_').replace('=', '')}/{r.horizon}/{source}_mse": float(r.mse)
+                                for r in table.itertuples()})
             for path in paths.values():
                 mlflow.log_artifact(str(path))
             run_id = run.info.run_id

@@ -1,5 +1,6 @@
-"""Figures: forecast against actual values for a few test windows or evaluation cutoffs; the
-decomposition of a series; the history of retrains."""
+"""Figures: forecast against actual values for a few test windows or evaluation cutoffs; a
+backtest's errors by cutoff and by horizon step; the decomposition of a series; the history of
+retrains."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+
+# one colour per model's forecast (black and grey are the actual values and the history)
+FORECAST_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive",
+                    "tab:cyan")
 
 
 def shown_channels(count: int) -> list[int]:
@@ -31,7 +37,7 @@ def forecast_figure(windows: list[dict], channels: list[str], title: str = "") -
             ax.plot(window["history_dates"], window["history"][:, c], color="0.55", lw=1.0, label="history")
             ax.plot(window["dates"], window["actual"][:, c], color="black", lw=1.2, label="actual")
             forecasts = window["forecast"] if isinstance(window["forecast"], dict) else {"forecast": window["forecast"]}
-            for (label, forecast), color in zip(forecasts.items(), ("tab:blue", "tab:orange", "tab:green")):
+            for (label, forecast), color in zip(forecasts.items(), FORECAST_COLOURS * len(forecasts)):
                 ax.plot(window["dates"], forecast[:, c], color=color, lw=1.4, label=label)
             ax.axvline(window["dates"][0], color="0.8", lw=0.8, ls="--")
             if r == 0:
@@ -90,6 +96,25 @@ def cutoffs_figure(table, cutoffs: list[int], outputs: list[str], predictions: d
             "forecast": {who: pred[w][:, shown] for who, pred in sorted(predictions.items(), reverse=True)},
         })
     return forecast_figure(windows, [outputs[c] for c in shown], title)
+
+
+def errors_figure(x, errors: dict[str, np.ndarray], xlabel: str, ylabel: str, title: str) -> plt.Figure:
+    """One line per model (``errors``: ``{label: values over x}``): a backtest's error by cutoff
+    or by horizon step."""
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for (label, values), colour in zip(errors.items(), FORECAST_COLOURS * len(errors)):
+        ax.plot(x, values, "o-" if len(values) <= 40 else "-", color=colour, lw=1.3, ms=3.5, label=label)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(title, fontsize=10)
+    ax.grid(color="0.92")
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if np.issubdtype(np.asarray(x).dtype, np.datetime64):
+        fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
 
 
 def retrain_history_figure(table, name: str, decided: tuple[str, ...] = ("first", "promoted", "rejected")) -> plt.Figure:

@@ -245,17 +245,20 @@ def flatten(cfg: DictConfig) -> dict[str, object]:
     return out
 
 
-def create_logger(cfg: DictConfig, lineage: dict) -> MLFlowLogger | None:
-    """The configured logger with this run's name and tags; ``None`` for ``logger=none``. A job
-    of a Hydra multirun is created as a child of its sweep's parent run."""
+def create_logger(cfg: DictConfig, lineage: dict, name: str | None = None, run_id: str | None = None) -> MLFlowLogger | None:
+    """The configured logger with this run's name (``name``, default :func:`run_name`) and tags;
+    ``None`` for ``logger=none``. A job of a Hydra multirun is created as a child of its sweep's
+    parent run. ``run_id``: log to that existing run instead (a resumed backtest)."""
     if not cfg.get("logger") or "_target_" not in cfg.logger:
         return None
     open_store(str(cfg.logger.tracking_uri))
+    if run_id is not None:
+        return instantiate(cfg.logger, run_id=run_id)
     tags = run_tags(cfg, lineage)
     sweep = sweep_id()
     if sweep and rank_zero_only.rank == 0 and "mlflow.parentRunId" not in tags:  # an explicit parent (a retrain) wins
         tags["mlflow.parentRunId"] = sweep_parent(str(cfg.logger.tracking_uri), str(cfg.logger.experiment_name), sweep)
-    return instantiate(cfg.logger, run_name=run_name(cfg), tags=tags)
+    return instantiate(cfg.logger, run_name=name or run_name(cfg), tags=tags)
 
 
 # ------------------------------------------------------------------ multirun sweeps

@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader, Subset
 
 from forecast.data.scaling import StandardScaler
 from forecast.data.sources import TimeSeriesTable, load_table
-from forecast.data.splits import Split, split_rows
+from forecast.data.splits import Split, split_rows, splits_before
 from forecast.data.timefeatures import time_features
-from forecast.data.windows import WindowDataset, collate_batch
+from forecast.data.windows import OriginWindows, WindowDataset, collate_batch
 from forecast.errors import ConfigError
 
 FEATURE_MODES = ("M", "S", "MS")
@@ -35,6 +35,15 @@ class ForecastDataModule(pl.LightningDataModule):
     (``first``, ``last`` or ``mean`` of the rows of a repeated timestamp; ``None`` refuses
     them), ``regularize`` (insert the missing timestamps of the step; ``fill`` fills them) and
     ``fill``. What they changed is logged and goes into :meth:`lineage`.
+
+    ``cutoff`` (a row; ``None``: the data config's own splits) draws the splits of a model that
+    may see only the rows before it (:func:`forecast.data.splits.splits_before`): validation is
+    the last rows before the cutoff, as many as the config's own validation split has, training
+    everything before them, and the scaler and the MASE scale are fit on that training part; the
+    test windows forecast from the cutoff on. Nothing estimated here reads a row at or after
+    the cutoff (those rows are only ever targets). ``origins`` (set by a backtest, not a config
+    key) are the rows :meth:`predict_dataloader` forecasts from, each from the ``seq_len`` rows
+    before it.
 
     ``enc_in`` and ``mark_dim`` are derived from the file; given as numbers they are checked
     against it. ``drop_last_test`` reproduces the Informer-era loaders that silently dropped the
@@ -80,6 +89,7 @@ class ForecastDataModule(pl.LightningDataModule):
         drop_last_test: bool = False,
         enc_in: int | None = None,
         mark_dim: int | None = None,
+        cutoff: int | None = None,
     ):
         super().__init__()
         if features not in FEATURE_MODES:
@@ -99,6 +109,11 @@ class ForecastDataModule(pl.LightningDataModule):
         self.windows_on_device = windows_on_device
         self._device_datasets: dict[str, WindowDataset] = {}
         self._expected = {"enc_in": enc_in, "mark_dim": mark_dim}
+        if cutoff is not None and (isinstance(cutoff, bool) or int(cutoff) != cutoff or int(cutoff) < 1):
+            raise ConfigError(f"data.cutoff={cutoff} must be a row number of 1 or more (null: the config's own splits).")
+        self.cutoff = None if cutoff is None else int(cutoff)
+        self.origins: list[int] | None = None
+        self.source: TimeSeriesTable | None = None  # set before load(): this table instead of reading the file again
         self.table: TimeSeriesTable | None = None
         self.datasets: dict[str, WindowDataset] = {}
 
@@ -110,8 +125,8 @@ class ForecastDataModule(pl.LightningDataModule):
         """
         if self.table is not None:
             return self
-        table = load_table(self.path, target=self.target, date_col=self.date_col, freq=self.freq, fill=self.fill,
-                           duplicates=self.duplicates, regularize=self.regularize)
+        table = self.source or load_table(self.path, target=self.target, date_col=self.date_col, freq=self.freq,
+                                          fill=self.fill, duplicates=self.duplicates, regularize=self.regularize)
         self._log_repairs(table)
         values = table.values[:, -1:] if self.features == "S" else table.values
         self.columns = table.columns[-1:] if self.features == "S" else table.columns
@@ -120,6 +135,10 @@ class ForecastDataModule(pl.LightningDataModule):
         self.splits: dict[str, Split] = split_rows(
             table.n_rows, self.split_by, self.split_sizes, self.seq_len, self.pred_len, table.freq, source=str(self.path)
         )
+        if self.cutoff is not None:  # rows from the cutoff on are only ever targets
+            own_val = self.splits["val"].end - self.splits["val"].border
+            self.splits = splits_before(table.n_rows, self.cutoff, own_val, self.seq_len, self.pred_len, table.dates,
+                                        source=str(self.path))
         train_end = self.splits["train"].end
         self.scaler = StandardScaler.fit(values[:train_end], self.columns, self.allow_constant, source=str(self.path))
         self.target_scaler = self.scaler.select(slice(self.enc_in - self.c_out, None))
@@ -233,6 +252,22 @@ class ForecastDataModule(pl.LightningDataModule):
             return self._loader("test", self.batch_size, shuffle=False, drop_last=True)
         return self._loader("test", self.eval_batch_size, shuffle=False, drop_last=False)
 
+    def origin_windows(self, origins) -> OriginWindows:
+        """The windows that forecast from each row of ``origins`` (on the host)."""
+        self.setup()
+        bad = [o for o in origins if o < self.seq_len or o + self.pred_len > self.table.n_rows]
+        if bad:
+            raise ConfigError(f"{self.path}: no window of seq_len={self.seq_len} input and pred_len={self.pred_len} "
+                              f"rows forecasts from row(s) {bad[:5]} of {self.table.n_rows:,}.")
+        return OriginWindows(self.values, self.marks, origins, self.seq_len, self.pred_len, self.c_out)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The windows that forecast from :attr:`origins` (a backtest's cutoffs), in their order."""
+        if not self.origins:
+            raise ConfigError("the data module has no origins to forecast from (set by a backtest).")
+        return DataLoader(self.origin_windows(self.origins), batch_size=self.eval_batch_size, shuffle=False,
+                          collate_fn=collate_batch, num_workers=0)
+
     # ------------------------------------------------------------------ queries
     def window_dates(self, split: str, index: int):
         """Timestamps of the input and target rows of window ``index`` of ``split``."""
@@ -255,6 +290,8 @@ class ForecastDataModule(pl.LightningDataModule):
             "repairs": {"duplicates": self.duplicates, "regularize": self.regularize, "fill": self.fill,
                         **self.table.repairs},
         }
+        if self.cutoff is not None:
+            info["cutoff"] = f"{self.cutoff} ({dates[self.cutoff]})"
         for name, split in self.splits.items():
             info[f"{name}_rows"] = f"{split.border}-{split.end - 1}"
             info[f"{name}_windows"] = split.n_windows(self.seq_len, self.pred_len)

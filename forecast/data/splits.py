@@ -8,6 +8,10 @@
 
 Validation and test slices start ``seq_len`` rows before their border, so the first window of
 each split forecasts from exactly its border and no target row is counted in two splits.
+
+:func:`splits_before` draws them again for a model that may see only the rows before a cutoff
+(a backtest's refit): validation is the last rows before the cutoff, training everything
+before it, and the test windows forecast from the cutoff on.
 """
 
 from __future__ import annotations
@@ -94,3 +98,34 @@ def split_rows(
             )
         splits[name] = split
     return splits
+
+
+def splits_before(n_rows: int, cutoff: int, val_rows: int, seq_len: int, pred_len: int, dates=None,
+                  source: str = "the series") -> dict[str, Split]:
+    """The splits of a model that sees only rows ``0 .. cutoff - 1``: validation is the last
+    ``val_rows`` of them (the length of the data config's own validation split), training every
+    row before that; the test windows forecast from ``cutoff`` to the end of the series.
+
+    With the cutoff at the data config's own test border these are its own train and validation
+    splits. ``DataError`` when the rows before the cutoff hold no training window and one
+    validation window (early stopping needs both), or no window forecasts from the cutoff."""
+    when = f" ({dates[cutoff]})" if dates is not None and 0 <= cutoff < len(dates) else ""
+    if not 0 < cutoff < n_rows:
+        raise DataError(f"{source}: the cutoff row {cutoff}{when} is outside the series of {n_rows:,} rows. "
+                        f"Fix: give a cutoff between 1 and {n_rows - 1}.")
+    border = cutoff - val_rows
+    need = seq_len + pred_len + val_rows
+    if border < seq_len + pred_len:
+        raise DataError(
+            f"{source}: the {cutoff:,} rows before the cutoff at row {cutoff}{when} are too few to train with early "
+            f"stopping: a training window of seq_len + pred_len = {seq_len} + {pred_len} rows and the {val_rows:,} "
+            f"validation rows (the length of data.split_sizes' validation split) need {need:,}. Fix: a later first "
+            "cutoff (backtest.start), a shorter validation split (data.split_sizes) or a shorter data.seq_len.")
+    if cutoff + pred_len > n_rows:
+        raise DataError(f"{source}: no window of pred_len={pred_len} rows forecasts from the cutoff at row {cutoff}{when}: "
+                        f"the series ends at row {n_rows}. Fix: an earlier cutoff.")
+    return {
+        "train": Split("train", 0, 0, border),
+        "val": Split("val", border - seq_len, border, cutoff),
+        "test": Split("test", cutoff - seq_len, cutoff, n_rows),
+    }

@@ -65,6 +65,40 @@ class WindowDataset(Dataset):
         }
 
 
+class OriginWindows(WindowDataset):
+    """The windows that forecast from given rows (a backtest's cutoffs): item ``i`` is the window
+    whose horizon starts at ``origins[i]``, its input the ``seq_len`` rows before it."""
+
+    def __init__(self, values: torch.Tensor, marks: torch.Tensor, origins, seq_len: int, pred_len: int, c_out: int):
+        super().__init__(values, marks, 0, values.shape[0], seq_len, pred_len, c_out)
+        self.starts = torch.as_tensor(list(origins), dtype=torch.long) - seq_len
+        n = values.shape[0]
+        bad = [int(o) for o in self.starts + seq_len if o < seq_len or o + pred_len > n]
+        if bad:
+            raise ValueError(f"origins {bad[:5]} leave no room for a look-back of {seq_len} and a horizon of {pred_len} "
+                             f"rows in {n}")
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([int(index)]).items()}
+
+    def __getitems__(self, indices) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if len(index) and (index.min() < 0 or index.max() >= len(self)):
+            raise IndexError(f"window indices out of range for {len(self)} windows")
+        starts = self.starts[index].to(self.values.device, non_blocking=True)
+        x_rows = starts[:, None] + self._x_offsets
+        y_rows = starts[:, None] + self._y_offsets
+        return {
+            "x": self.values[x_rows],
+            "y": self.values[y_rows, self.values.shape[1] - self.c_out:],
+            "x_mark": self.marks[x_rows],
+            "y_mark": self.marks[y_rows],
+        }
+
+
 def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """DataLoader ``collate_fn``: batches arrive whole from :meth:`WindowDataset.__getitems__`,
     so there is nothing left to stack."""

@@ -36,9 +36,11 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(lambda reco
 logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)  # "Validating input example against model signature"
 
 
-def build_data(cfg: DictConfig) -> ForecastDataModule:
+def build_data(cfg: DictConfig, table=None) -> ForecastDataModule:
     """Instantiate and load the data (every data error surfaces here); fill in the shape keys
-    (``data.enc_in``, ``data.mark_dim``) that the model config interpolates.
+    (``data.enc_in``, ``data.mark_dim``) that the model config interpolates. ``table``: the file
+    as :func:`forecast.data.sources.load_table` read it with these settings (a backtest's refits
+    read it once).
 
     ``paper_compat`` turns on the data quirks of the reference code (the test loader dropping
     its last incomplete batch), written into the config so the logged config says so."""
@@ -48,6 +50,7 @@ def build_data(cfg: DictConfig) -> ForecastDataModule:
         datamodule: ForecastDataModule = instantiate(cfg.data)
     except InstantiationException as error:
         raise config_error(error) from None
+    datamodule.source = table
     datamodule.load()
     cfg.data.enc_in = datamodule.enc_in
     cfg.data.mark_dim = datamodule.mark_dim
@@ -181,21 +184,62 @@ def tag_recommendations(logger, found: list[Recommendation], model: str) -> None
     logger.experiment.set_tag(logger.run_id, "recommends", lines[:5000])
 
 
-def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
-    """Train and/or test one configuration; returns the test metrics (``test/mse``, …).
-    ``callbacks`` are added to the configured ones (a program's own, not part of the config)."""
+def prepare(cfg: DictConfig) -> list[str]:
+    """The start of every run (a training, each refit of a backtest): torch threads, the seed,
+    and the debug checks (a debug run refuses ``record``/``register`` and logs to
+    ``<experiment>-debug``). Returns :func:`forecast.tracking.debug_reasons`."""
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    # Everything that can reject the input happens before the logger exists, so a run that
-    # fails validation leaves no trace in MLflow.
     debug = tracking.mark_debug(cfg)
     if debug:
         for key in ("record", "register"):
             if cfg.get(key):
                 raise ConfigError(f"{key}={cfg[key]} refuses a debug run ({', '.join(debug)}: a smoke test, not a result). "
                                   f"Fix: drop {key}=, or train without trainer=debug and the trainer's batch/step limits.")
+    return debug
+
+
+def build_trainer(cfg: DictConfig, module: ForecastModule, logger, callbacks: Sequence[pl.Callback] = ()) -> pl.Trainer:
+    """The configured trainer with the configured callbacks (less those with nothing to do) and
+    ``callbacks`` added; ``logger`` ``None``: no logger."""
+    callbacks = build_callbacks(cfg, module.trainable, logged=logger is not None) + list(callbacks)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
+
+
+def fit(cfg: DictConfig, trainer: pl.Trainer, module: ForecastModule, datamodule: ForecastDataModule) -> tuple[bool, str]:
+    """Fit a network that trains (``cfg.train``; from ``cfg.ckpt_path`` when given); returns
+    ``(fitted, best)``: whether it was fitted and its best validation checkpoint ("" if none)."""
+    fitted = bool(cfg.train and module.trainable)
+    if fitted:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    return fitted, best_checkpoint(trainer) if fitted else ""
+
+
+def evaluated_checkpoint(cfg: DictConfig, fitted: bool, best: str) -> str | None:
+    """The weights a run is tested (or a backtest forecasts) with: the best validation checkpoint
+    after fitting (the weights as they stand when ``paper_compat`` reproduces a reference that
+    tested its last epoch); else the given checkpoint, if any."""
+    last_epoch = cfg.paper_compat and cfg.paper_quirks.test_last_epoch
+    return (best if best and not last_epoch else None) if fitted else cfg.ckpt_path
+
+
+def fit_training(module: ForecastModule, datamodule: ForecastDataModule) -> None:
+    """What a network estimates on the training split outside fit (classical baselines: ``refit:
+    once``, default periods from the frequency, the scaler for multiplicative models); a no-op
+    for most."""
+    train = datamodule.splits["train"]
+    module.network.fit_training(datamodule.values[train.start : train.end], freq=datamodule.table.freq,
+                                scaler=datamodule.scaler)
+
+
+def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, float]:
+    """Train and/or test one configuration; returns the test metrics (``test/mse``, …).
+    ``callbacks`` are added to the configured ones (a program's own, not part of the config)."""
+    # Everything that can reject the input happens before the logger exists, so a run that
+    # fails validation leaves no trace in MLflow.
+    debug = prepare(cfg)
+    if debug:
         log.info("debug run (%s): logged to experiment '%s' with tag debug=true; never ranked, registered or recorded",
                  ", ".join(debug), cfg.logger.experiment_name if cfg.get("logger") else "none")
     recommendations = report_recommendations(cfg)
@@ -211,8 +255,7 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
                           f"not a result): {train_command}. Fix: test a checkpoint of a full training run.")
     lineage = datamodule.lineage()
     logger = tracking.create_logger(cfg, lineage)
-    callbacks = build_callbacks(cfg, module.trainable, logged=logger is not None) + list(callbacks)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger or False)
+    trainer = build_trainer(cfg, module, logger, callbacks)
     if logger is not None:
         tracking.log_config(logger, cfg, lineage)
         tracking.log_dataset(logger, datamodule, lineage)
@@ -221,23 +264,11 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
             tag_recommendations(logger, recommendations, tracking.model_name(cfg))
 
     try:
-        fitted = bool(cfg.train and module.trainable)
-        if fitted:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        best = best_checkpoint(trainer) if fitted else ""
+        fitted, best = fit(cfg, trainer, module, datamodule)
         metrics: dict[str, float] = {}
         if cfg.test:
-            # what a network estimates on the training split outside fit (classical baselines: refit=once,
-            # default periods from the frequency, the scaler for multiplicative models); a no-op for most
-            train = datamodule.splits["train"]
-            module.network.fit_training(datamodule.values[train.start : train.end], freq=datamodule.table.freq,
-                                        scaler=datamodule.scaler)
-            # the best validation checkpoint after fitting (the weights as they stand when
-            # paper_compat reproduces a reference that tested its last epoch); else the given
-            # checkpoint, if any
-            last_epoch = cfg.paper_compat and cfg.paper_quirks.test_last_epoch
-            trainer.test(module, datamodule=datamodule,
-                         ckpt_path=(best if best and not last_epoch else None) if fitted else cfg.ckpt_path)
+            fit_training(module, datamodule)
+            trainer.test(module, datamodule=datamodule, ckpt_path=evaluated_checkpoint(cfg, fitted, best))
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
             diagnostics = module.network.diagnostics()  # e.g. fallbacks and warnings of statsmodels fits
             if diagnostics:
