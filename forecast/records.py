@@ -430,6 +430,13 @@ def render_readme(folder: Path) -> Path:
         if current:
             lines += ["### Current (`scripts/benchmark.py`)", ""]
             lines += _speed_tables(current)
+        replaced_pairs = [r for r in historical if r.get("reference")]
+        historical = [r for r in historical if not r.get("reference")]
+        if replaced_pairs:
+            lines += ["### Side by side, superseded", "",
+                      "Side-by-side rows that a later measurement of the same setting replaced (why: `notes`); kept",
+                      "for the record, quoted nowhere.", ""]
+            lines += _peer_table(replaced_pairs)
         if historical:
             lines += ["### Historical", "",
                       "Measured by `scripts/bench_speed.py`, which `scripts/benchmark.py` replaced (deleted in fa2058d;",

@@ -83,6 +83,11 @@ def test_the_row_carries_both_figures_the_ratio_threads_and_loads(tmp_path):
     # the rendered README shows the pair in its own table
     text = records.render_readme(tmp_path).read_text()
     assert "Side by side with the reference" in text and "| 4.25 | 2.5 | 1.70x |" in text
+    # a superseded pair leaves that table for its own, and is not called a bench_speed.py row
+    records.write_csv(path, records.SPEED_COLUMNS, [{**back, "superseded": "true", "notes": "replaced"}])
+    text = records.render_readme(tmp_path).read_text()
+    assert "Side by side with the reference" not in text and "### Historical" not in text
+    assert "### Side by side, superseded" in text and "| 4.25 | 2.5 | 1.70x |" in text
 
 
 def test_an_older_speed_file_gets_the_new_columns_and_keeps_its_rows(tmp_path):
