@@ -121,6 +121,7 @@ def _profile(model, loader, optimizer, criterion, args, f_dim: int, steps: int, 
     """``steps`` more full-batch steps under ``torch.profiler``: matmul FLOPs, share, floor."""
     import torch
 
+    load_before = os.getloadavg()[0]
     rate = _gemm_gflops(torch)
     batches = [b for b in loader if len(b[0]) == args.batch_size][:steps]
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as prof:
@@ -140,6 +141,7 @@ def _profile(model, loader, optimizer, criterion, args, f_dim: int, steps: int, 
     top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]
     return {"gemm_gflops": round(rate, 1), "matmul_gflop": round(gflop, 2), "floor_s": round(gflop / rate, 4),
             "matmul_share": round(matmul / total, 3), "profiled_steps": len(batches),
+            "load_1min_before": load_before, "load_1min_after": os.getloadavg()[0],
             "top": [{"op": e.key, "ms_per_step": round(e.self_cpu_time_total / 1e3 / len(batches), 2),
                      "share": round(e.self_cpu_time_total / total, 3)} for e in top]}
 
