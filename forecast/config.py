@@ -205,6 +205,20 @@ class ScheduleConfig:
 
 
 @dataclass
+class PeerConfig:
+    """``peer:`` of ``conf/benchmark.yaml``: the reference of ``mode=peer``."""
+
+    tslib: Optional[str] = None        # path of a Time-Series-Library checkout
+    python: Optional[str] = None       # the interpreter of its environment (null: this one)
+    commit: str = ""                   # the commit the pairs were written for (recorded where the checkout is no git clone)
+    root_path: Optional[str] = None    # folder of the ETT files for the reference (null: data/ETT-small of this repository)
+    rounds: int = 2                    # interleaved rounds: each side measured once per round
+    seq_len: int = 96                  # the window and batch of both sides
+    batch_size: int = 32
+    pairs: Dict[str, Any] = field(default_factory=dict)  # our model -> {model: TSLib's name, args: its run.py arguments}
+
+
+@dataclass
 class BenchmarkConfig:
     """Keys of ``conf/benchmark.yaml`` (``python scripts/benchmark.py``)."""
 
@@ -221,6 +235,7 @@ class BenchmarkConfig:
     accuracy_csv: str = "benchmarks/accuracy.csv"
     render: bool = True
     dry_run: bool = False
+    peer: PeerConfig = field(default_factory=PeerConfig)
 
 
 def _field_type(annotation: Any) -> Any:
@@ -429,6 +444,8 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("stem", lambda path: Path(str(path)).stem)
     if not OmegaConf.has_resolver("mixed_precision"):
         OmegaConf.register_new_resolver("mixed_precision", mixed_precision)
+    if not OmegaConf.has_resolver("cpu_precision"):
+        OmegaConf.register_new_resolver("cpu_precision", cpu_precision)
 
 
 def mixed_precision() -> str:
@@ -440,3 +457,25 @@ def mixed_precision() -> str:
     if torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 0):
         return "32-true"
     return "bf16-mixed"
+
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU multiplies bf16 natively (``/proc/cpuinfo`` flags ``avx512_bf16`` or
+    ``amx_bf16``: AMD Zen 4 and later, Intel Cooper Lake / Sapphire Rapids and later). Elsewhere
+    oneDNN emulates bf16 products and autocast makes training slower, not faster."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def cpu_precision() -> str:
+    """``${cpu_precision:}`` (``conf/trainer/cpu_fast.yaml``): ``bf16-mixed`` on a CPU with native
+    bf16 (:func:`cpu_has_native_bf16`), else ``32-true``."""
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"

@@ -52,6 +52,10 @@ SPEED_COLUMNS = [
     "model", "dataset", "seq_len", "pred_len", "precision", "device", "threads", "batch_size", "warmup", "iters",
     "s_per_iter", "s_per_iter_min", "windows_per_s", "batches_per_epoch", "s_per_epoch", "peak_memory_gb", "memory",
     "parameters", "load_1min", "superseded", "notes", "command", "machine", "date",
+    # side by side (``scripts/benchmark.py mode=peer``): the reference's figures measured in the same
+    # interleaved rounds, ``speedup`` = reference s/iter / ours; the load after the last measurement
+    "load_1min_after", "reference", "reference_s_per_iter", "reference_s_per_iter_min", "reference_peak_memory_gb",
+    "speedup", "rounds",
 ]
 # a (setting, seed) has one live row: these columns say what was measured
 SETTING = ("model", "dataset", "features", "seq_len", "pred_len", "seed", "precision", "protocol")
@@ -101,6 +105,19 @@ def append_row(path: Path, columns: list[str], row: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def append_speed_row(path: Path, row: dict) -> None:
+    """Append ``row`` to a speed CSV; a file written with an older, shorter header (a prefix of
+    ``SPEED_COLUMNS``) is rewritten with the full one first, its rows' new columns left empty."""
+    if path.exists():
+        with open(path, newline="") as fh:
+            header = next(csv.reader(fh), [])
+        if header != SPEED_COLUMNS:
+            if header != SPEED_COLUMNS[: len(header)]:
+                raise ConfigError(f"{path} has the columns {header}, not {SPEED_COLUMNS}. Fix: record into a new file.")
+            write_csv(path, SPEED_COLUMNS, read_csv(path))
+    append_row(path, SPEED_COLUMNS, row)
 
 
 def published(path: Path, model: str, dataset: str, features: str, seq_len: int, pred_len: int) -> tuple[str, str]:
@@ -347,6 +364,19 @@ def _speed_tables(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _peer_table(rows: list[dict]) -> list[str]:
+    shown = [{**r, "setting": f"{r['dataset']} {r['seq_len']} → {r['pred_len']}",
+              "reference s / iter": r["reference_s_per_iter"], "ours s / iter": r["s_per_iter"],
+              "speedup": f"{r['speedup']}x", "peak memory GB (reference / ours)":
+              f"{r['reference_peak_memory_gb']} / {r['peak_memory_gb']}",
+              "load (before → after)": f"{r['load_1min']} → {r['load_1min_after']}", "command": f"`{r['command']}`"}
+             for r in rows]
+    return [*_table(shown, ["model", "setting", "precision", "threads", "batch_size", "rounds", "warmup", "iters",
+                            "reference", "reference s / iter", "ours s / iter", "speedup",
+                            "peak memory GB (reference / ours)", "load (before → after)", "date", "notes", "command",
+                            "machine"]), ""]
+
+
 def render_readme(folder: Path) -> Path:
     """Write ``folder/README.md`` from ``folder/accuracy.csv`` and ``folder/speed.csv``: the
     accuracy overview, the speed tables (current, then historical), the accuracy rows grouped by
@@ -387,9 +417,26 @@ def render_readme(folder: Path) -> Path:
                   "`load_1min` is the machine's 1-minute load average just before the run: on this project's 2-core",
                   "server other trainings often share the machine and slow a run down.", ""]
         current, historical = live(speed), [r for r in speed if superseded(r)]
+        side_by_side = [r for r in current if r.get("reference")]
+        current = [r for r in current if not r.get("reference")]
+        if side_by_side:
+            lines += ["### Side by side with the reference (`scripts/benchmark.py mode=peer`)", "",
+                      "The reference's training step (its own experiment class, model, loader and Adam, timed by",
+                      "`scripts/peers/tslib_step.py`) and ours (the real Trainer and module) in interleaved rounds of",
+                      "one command, the same threads, window and batch; each figure is the mean over the rounds of a",
+                      "side's mean seconds per full-batch step, `speedup` = reference / ours, loads before the first and",
+                      "after the last measurement; each round's figures and loads are in `notes`.", ""]
+            lines += _peer_table(side_by_side)
         if current:
             lines += ["### Current (`scripts/benchmark.py`)", ""]
             lines += _speed_tables(current)
+        replaced_pairs = [r for r in historical if r.get("reference")]
+        historical = [r for r in historical if not r.get("reference")]
+        if replaced_pairs:
+            lines += ["### Side by side, superseded", "",
+                      "Side-by-side rows that a later measurement of the same setting replaced (why: `notes`); kept",
+                      "for the record, quoted nowhere.", ""]
+            lines += _peer_table(replaced_pairs)
         if historical:
             lines += ["### Historical", "",
                       "Measured by `scripts/bench_speed.py`, which `scripts/benchmark.py` replaced (deleted in fa2058d;",

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from forecast.errors import ConfigError
-from forecast.layers.mamba import Mamba, selective_scan, sequential_scan
+from forecast.layers.mamba import Mamba, causal_depthwise_conv, selective_scan, sequential_scan
 from forecast.layers.wavelet import coefficients_length, dwt, idwt
 from forecast.losses import TimeFrequencyLoss
 from forecast.models.karma import ATCD, KARMA
@@ -36,6 +36,23 @@ def test_selective_scan_equals_the_sequential_recurrence(b, T, E, N, chunk):
     grads_ref = torch.autograd.grad((y_ref * weights).sum(), reference)
     for name, got, want in zip("x delta A B C D".split(), grads, grads_ref):
         torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("T,K", [(11, 4), (3, 4), (1, 2), (20, 1)])
+def test_causal_depthwise_conv_is_mamba_ssms_conv1d(T, K):
+    """The shifted multiply-adds equal the causal depthwise ``Conv1d`` (padding K - 1, cut to T) on
+    ``[B, T, E]``, forward and every gradient, sequences shorter than the kernel included."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, K, groups=6, padding=K - 1).double()
+    x = torch.randn(3, T, 6, dtype=torch.float64, requires_grad=True)
+    want = conv(x.transpose(1, 2))[..., :T].transpose(1, 2)
+    got = causal_depthwise_conv(x, conv.weight[:, 0], conv.bias)
+    torch.testing.assert_close(got, want)
+    weights = torch.randn_like(want)
+    inputs = (x, conv.weight, conv.bias)
+    for g_got, g_want, name in zip(torch.autograd.grad((got * weights).sum(), inputs),
+                                   torch.autograd.grad((want * weights).sum(), inputs), ("x", "weight", "bias")):
+        torch.testing.assert_close(g_got, g_want, msg=f"gradient of {name}")
 
 
 def test_mamba_has_mamba_ssm_parameters_and_initialisation():

@@ -17,7 +17,8 @@ from hydra.utils import instantiate
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from forecast.config import mixed_precision
+from forecast import config
+from forecast.config import cpu_has_native_bf16, mixed_precision
 from forecast.errors import ConfigError
 from forecast.pipelines.benchmark import split_train_overrides
 from forecast.pipelines.train import build_data, build_module, run
@@ -198,6 +199,18 @@ def test_gpu_preset_picks_bf16_only_where_the_card_has_it(monkeypatch):
     assert mixed_precision() == "32-true"
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # H100
     assert mixed_precision() == "bf16-mixed"
+
+
+def test_cpu_fast_preset_is_bf16_only_where_the_cpu_multiplies_bf16_natively(make_config, monkeypatch):
+    zen4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+    sapphire_rapids = "flags\t\t: avx512f amx_bf16 amx_tile\n"
+    zen3 = "flags\t\t: fpu avx2 fma\n"
+    assert cpu_has_native_bf16(zen4) and cpu_has_native_bf16(sapphire_rapids)
+    assert not cpu_has_native_bf16(zen3) and not cpu_has_native_bf16("")
+    for native, precision in ((True, "bf16-mixed"), (False, "32-true")):
+        monkeypatch.setattr(config, "cpu_has_native_bf16", lambda native=native: native)
+        trainer = make_config("trainer=cpu_fast").trainer
+        assert (trainer.accelerator, trainer.devices, trainer.precision) == ("cpu", 1, precision)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

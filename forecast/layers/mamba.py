@@ -100,6 +100,49 @@ class _SelectiveScan(torch.autograd.Function):
                 grads["B"].transpose(0, 1), grads["C"].transpose(0, 1), None)
 
 
+class _CausalDepthwiseConv(torch.autograd.Function):
+    """Causal depthwise convolution along time on ``[B, T, E]`` (see :func:`causal_depthwise_conv`)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        length, taps = x.shape[1], weight.shape[1]
+        out = bias.expand_as(x).contiguous()
+        for j in range(taps):  # tap j reaches back taps - 1 - j steps
+            shift = taps - 1 - j
+            if shift < length:
+                out[:, shift:].addcmul_(x[:, : length - shift], weight[:, j])
+        ctx.save_for_backward(x, weight)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        length, taps = x.shape[1], weight.shape[1]
+        grad_x = torch.zeros_like(x) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight)
+        for j in range(taps):
+            shift = taps - 1 - j
+            if shift >= length:
+                continue
+            later = grad[:, shift:]
+            if grad_x is not None:
+                grad_x[:, : length - shift].addcmul_(later, weight[:, j])
+            grad_weight[:, j] = (later * x[:, : length - shift]).sum((0, 1))
+        return grad_x, grad_weight, grad.sum((0, 1))
+
+
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``out[b, t, e] = bias[e] + Σ_j weight[e, j]·x[b, t - (K - 1) + j, e]`` (zeros before the
+    start): ``mamba_ssm``'s causal depthwise ``Conv1d`` (``weight [E, 1, K]`` squeezed to ``[E, K]``,
+    padding ``K - 1``, the output cut to ``T``), on the time-major-inner layout ``[B, T, E]``.
+
+    Written as ``K`` multiply-adds of shifted slices, forward and backward: on CPU a depthwise
+    ``Conv1d`` over short sequences (KARMA: 11 tokens) costs several times that in layout copies
+    and a slow backward kernel, and the ``[B, E, T]`` transposes around it disappear."""
+    return _CausalDepthwiseConv.apply(x, weight, bias)
+
+
 def selective_scan(x: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: torch.Tensor | None = None, chunk_size: int = 4) -> torch.Tensor:
     """``y`` of the recurrence above. ``x, delta [batch, T, E]``, ``A [E, N]``, ``B, C
@@ -186,17 +229,17 @@ class Mamba(nn.Module):
         return scan
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        length = u.shape[1]
         x, z = self.in_proj(u).chunk(2, dim=-1)
-        x = F.silu(self.conv1d(x.transpose(1, 2))[..., :length])  # [b, E, T], causal
-        dt, B, C = self.x_proj(x.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        x = F.silu(causal_depthwise_conv(x, self.conv1d.weight[:, 0], self.conv1d.bias))  # [b, T, E]
+        dt, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         A = -torch.exp(self.A_log.float())
         scan = self._use_cuda(u)
         if scan is not None:
             delta = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # bias and softplus inside the kernel
-            y = scan(x.contiguous(), delta.contiguous(), A, B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous(),
-                     self.D.float(), z=z.transpose(1, 2).contiguous(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
+            y = scan(x.transpose(1, 2).contiguous(), delta.contiguous(), A, B.transpose(1, 2).contiguous(),
+                     C.transpose(1, 2).contiguous(), self.D.float(), z=z.transpose(1, 2).contiguous(),
+                     delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
             return self.out_proj(y.transpose(1, 2))
         delta = F.softplus(self.dt_proj(dt))
-        y = selective_scan(x.transpose(1, 2), delta, A, B, C, self.D, self.chunk_size)
+        y = selective_scan(x, delta, A, B, C, self.D, self.chunk_size)
         return self.out_proj(y * F.silu(z))

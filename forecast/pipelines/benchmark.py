@@ -2,7 +2,8 @@
 
 Speed: one row per measured configuration in ``benchmarks/speed.csv`` (the real Trainer and
 module, timed training steps after a warm-up, each configuration in a fresh process).
-Accuracy: the full training schedule per seed, ``python train.py ... record=...`` (train.py
+Side by side (``mode=peer``): the reference's training step and ours, interleaved in rounds
+(:mod:`forecast.pipelines.peer`). Accuracy: the full training schedule per seed, ``python train.py ... record=...`` (train.py
 appends the row). The rows, their columns and ``benchmarks/README.md`` belong to
 :mod:`forecast.records`.
 """
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from forecast import tracking
 from forecast.errors import ConfigError
-from forecast.records import SPEED_COLUMNS, append_row, machine, render_readme
+from forecast.records import append_speed_row, machine, render_readme
 
 
 def measure_speed(overrides: list[str], threads: int, warmup: int, iters: int) -> dict:
@@ -104,7 +105,7 @@ def measure_speed(overrides: list[str], threads: int, warmup: int, iters: int) -
     }
 
 
-MODES = ("speed", "accuracy", "render")
+MODES = ("speed", "peer", "accuracy", "render")
 # keys of the reproduction command that say where rows go, not what was measured
 _NOT_IN_COMMAND = ("models", "datasets", "horizons", "speed_csv", "accuracy_csv", "render", "dry_run", "mode")
 
@@ -154,8 +155,15 @@ def run(cfg: DictConfig, script: Path, repo: Path) -> int:
         if missing and cfg.mode != "render":
             known = sorted(f.stem for f in (conf_dir / group).glob("*.yaml"))
             raise ConfigError(f"{group} option(s) {missing} not in conf/{group}/. Fix: use some of {known}.")
-    if cfg.mode == "speed" and (cfg.warmup < 0 or cfg.iters < 1):
+    if cfg.mode in ("speed", "peer") and (cfg.warmup < 0 or cfg.iters < 1):
         raise ConfigError(f"warmup={cfg.warmup}, iters={cfg.iters}: need warmup >= 0 and iters >= 1.")
+    if cfg.mode == "peer":
+        from forecast.pipelines import peer
+
+        failed = peer.run(cfg, script, repo, cells, speed_csv)
+        if cfg.render and not cfg.dry_run:
+            print(f"rendered {render_readme(speed_csv.parent)}", flush=True)
+        return failed
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads)}
     for model, dataset, horizon in cells if cfg.mode != "render" else []:
         cell, extra = cell_overrides(model, dataset, horizon, conf_dir), [str(o) for o in cfg.overrides]
@@ -176,9 +184,10 @@ def run(cfg: DictConfig, script: Path, repo: Path) -> int:
             if "skipped" in result:
                 print(f"  skipped: {result['skipped']}", flush=True)
                 continue
-            result.update(model=model, load_1min=f"{load:.2f}", command=_cell_command(model, dataset, horizon, cfg.overrides),
+            result.update(model=model, load_1min=f"{load:.2f}", load_1min_after=f"{os.getloadavg()[0]:.2f}",
+                          command=_cell_command(model, dataset, horizon, cfg.overrides),
                           superseded="false", date=dt.date.today().isoformat())
-            append_row(speed_csv, SPEED_COLUMNS, result)
+            append_speed_row(speed_csv, result)
             print(f"  {result['s_per_iter']} s/iter, {result['windows_per_s']} windows/s, "
                   f"{result['peak_memory_gb']} GB ({result['memory']}), {result['parameters']} parameters", flush=True)
         else:  # accuracy: the full training schedule; train.py appends the row (its command included)

@@ -1,0 +1,255 @@
+"""Side-by-side speed against a reference implementation: ``scripts/benchmark.py mode=peer``.
+
+A speed ratio holds only when both sides ran on the same machine, under the same load, with the
+same threads and batch. So for each model the reference's training step and ours are timed in
+rounds, alternately (round 1: ours then the reference; round 2: the reference then ours; …), each
+measurement in a fresh process of this one process tree, with ``OMP_NUM_THREADS`` and
+``torch.set_num_threads`` equal on both sides and the 1-minute load average read before and after
+each measurement. One row of ``benchmarks/speed.csv`` carries both figures (the mean over the
+rounds of each side's mean seconds per full-batch step), their ratio (``speedup``: reference
+seconds / ours), the per-round figures and loads (``notes``), the threads and the loads before the
+first and after the last measurement.
+
+The reference is Time-Series-Library (thuml/Time-Series-Library, "TSLib"), given as the path of
+a checkout (``peer.tslib``) and the interpreter of its environment (``peer.python``); its step is
+timed by ``scripts/peers/tslib_step.py`` from TSLib's own experiment class, arguments and
+parser. Ours is timed by :func:`forecast.pipelines.benchmark.measure_speed` (the real Trainer
+and ``ForecastModule``, Lightning's overhead included). Nothing of the reference is imported
+here or copied into the project.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from forecast import tracking
+from forecast.errors import ConfigError
+from forecast.records import SPEED_COLUMNS, append_speed_row
+
+# our dataset name -> TSLib's --data and file (the ETT files; others are not wired)
+TSLIB_DATA = {"etth1": ("ETTh1", "ETTh1.csv"), "etth2": ("ETTh2", "ETTh2.csv"),
+              "ettm1": ("ETTm1", "ETTm1.csv"), "ettm2": ("ETTm2", "ETTm2.csv")}
+OURS, REFERENCE = "ours", "reference"
+
+
+@dataclass
+class Measurement:
+    """One timed run of one side: the JSON its process printed and the loads around it."""
+
+    side: str
+    round: int
+    result: dict
+    load_before: float
+    load_after: float
+
+    @property
+    def s_per_iter(self) -> float:
+        return float(self.result["s_per_iter"])
+
+
+@dataclass
+class Comparison:
+    """The rounds of one model, both sides, in the order they ran."""
+
+    measurements: list[Measurement] = field(default_factory=list)
+
+    def side(self, name: str) -> list[Measurement]:
+        return [m for m in self.measurements if m.side == name]
+
+    def mean(self, name: str) -> float:
+        runs = self.side(name)
+        return sum(m.s_per_iter for m in runs) / len(runs)
+
+    @property
+    def speedup(self) -> float:
+        """Reference seconds per step over ours (above 1: ours is faster)."""
+        return self.mean(REFERENCE) / self.mean(OURS)
+
+    def round_speedups(self) -> list[float]:
+        """The ratio of each round (the two measurements next to each other in time)."""
+        ours = {m.round: m.s_per_iter for m in self.side(OURS)}
+        return [m.s_per_iter / ours[m.round] for m in self.side(REFERENCE) if m.round in ours]
+
+
+def interleave(measure: dict[str, Callable[[], dict]], rounds: int, loadavg: Callable[[], float]) -> Comparison:
+    """Run ``measure[OURS]`` and ``measure[REFERENCE]`` ``rounds`` times each, alternating the order
+    (ours first in odd rounds, the reference first in even ones), so a load that rises or falls
+    during the comparison weighs on both sides alike. Each callable runs one measurement and returns
+    its result dict (with ``s_per_iter``); ``loadavg`` gives the 1-minute load average."""
+    if rounds < 1:
+        raise ConfigError(f"peer.rounds={rounds}: need at least 1 (2 or more, so that each side runs first once).")
+    out = Comparison()
+    for r in range(1, rounds + 1):
+        for side in (OURS, REFERENCE) if r % 2 else (REFERENCE, OURS):
+            before = loadavg()
+            result = measure[side]()
+            out.measurements.append(Measurement(side, r, result, before, loadavg()))
+    return out
+
+
+def _g(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def comparison_row(comparison: Comparison, reference: str, command: str, date: str) -> dict:
+    """The ``speed.csv`` row of one comparison: our fields as ``scripts/benchmark.py`` speed rows
+    (seconds per iteration the mean over the rounds, the minimum over every timed step, peak memory
+    the largest of the rounds), the reference's beside them, ``speedup`` = reference / ours, and in
+    ``notes`` each round's figures and loads and what the reference was built with."""
+    ours, ref = comparison.side(OURS), comparison.side(REFERENCE)
+    first = ours[0].result
+    s = comparison.mean(OURS)
+    batches = int(first["batches_per_epoch"])
+    def one(m: Measurement) -> str:
+        return f"{m.side} {_g(m.s_per_iter)} (load {m.load_before:.2f}→{m.load_after:.2f})"
+
+    by_round: dict[int, list[Measurement]] = {}
+    for m in comparison.measurements:
+        by_round.setdefault(m.round, []).append(m)
+    ratios = dict(zip((m.round for m in ref), comparison.round_speedups()))
+    rounds = "; ".join(f"round {r}: {', then '.join(one(m) for m in ms)}: {ratios[r]:.2f}x" for r, ms in by_round.items())
+    facts = ref[0].result
+    built = ", ".join(f"{k} {facts[k]}" for k in ("parameters", "d_model", "dropout", "learning_rate", "torch") if k in facts)
+    notes = f"interleaved rounds, {rounds}; reference: {built}"
+    if first.get("notes"):
+        notes = f"{first['notes']}; {notes}"
+    row = {k: first.get(k, "") for k in SPEED_COLUMNS}
+    row.update({
+        "iters": first["iters"], "s_per_iter": _g(s),
+        "s_per_iter_min": _g(min(float(m.result["s_per_iter_min"]) for m in ours)),
+        "windows_per_s": f"{int(first['batch_size']) / s:.1f}", "s_per_epoch": f"{s * batches:.1f}",
+        "peak_memory_gb": f"{max(float(m.result['peak_memory_gb']) for m in ours):.2f}",
+        "load_1min": f"{comparison.measurements[0].load_before:.2f}",
+        "load_1min_after": f"{comparison.measurements[-1].load_after:.2f}",
+        "reference": reference, "reference_s_per_iter": _g(comparison.mean(REFERENCE)),
+        "reference_s_per_iter_min": _g(min(float(m.result["s_per_iter_min"]) for m in ref)),
+        "reference_peak_memory_gb": f"{max(float(m.result['peak_memory_gb']) for m in ref):.2f}",
+        "speedup": f"{comparison.speedup:.2f}", "rounds": len(ours),
+        "superseded": "false", "notes": notes, "command": command, "date": date,
+    })
+    return row
+
+
+def tslib_arguments(cfg, model: str, dataset: str, horizon: int, root_path: str) -> list[str]:
+    """TSLib ``run.py`` arguments of one cell: its long-term-forecasting ETT script's settings
+    (``peer.pairs.<model>``) on this window, batch and data, on the CPU, without loader workers."""
+    pair = cfg.peer.pairs[model]
+    data, data_path = TSLIB_DATA[dataset]
+    seq_len, batch = int(cfg.peer.seq_len), int(cfg.peer.batch_size)
+    label_len = seq_len // 2
+    return ["--task_name", "long_term_forecast", "--is_training", "1", "--root_path", root_path,
+            "--data_path", data_path, "--model_id", f"{data}_{seq_len}_{horizon}", "--model", str(pair.model),
+            "--data", data, "--features", "M", "--seq_len", str(seq_len), "--label_len", str(label_len),
+            "--pred_len", str(horizon), *shlex.split(str(pair.args)), "--des", "Exp", "--itr", "1",
+            "--batch_size", str(batch), "--num_workers", "0", "--no_use_gpu"]
+
+
+def our_overrides(cfg, cell: list[str]) -> list[str]:
+    """Our ``train.py`` overrides of a cell on the reference's window and batch."""
+    return [*cell, f"data.seq_len={int(cfg.peer.seq_len)}", f"data.batch_size={int(cfg.peer.batch_size)}",
+            *map(str, cfg.overrides)]
+
+
+def check(cfg, cells: list[tuple[str, str, int]]) -> tuple[Path, str]:
+    """The checkout and its interpreter, or a :class:`ConfigError` that says what to set."""
+    if not cfg.peer.tslib:
+        raise ConfigError("mode=peer needs the path of a Time-Series-Library checkout. Fix: peer.tslib=<path> "
+                          f"(git clone https://github.com/thuml/Time-Series-Library; git checkout {cfg.peer.commit}) "
+                          "and peer.python=<the python of its environment>.")
+    from forecast.pipelines.benchmark import to_absolute
+
+    tslib = Path(to_absolute(str(cfg.peer.tslib)))
+    if not (tslib / "run.py").exists() or not (tslib / "exp" / "exp_long_term_forecasting.py").exists():
+        raise ConfigError(f"peer.tslib={cfg.peer.tslib}: no run.py and exp/exp_long_term_forecasting.py in {tslib}. "
+                          "Fix: the root of a Time-Series-Library checkout.")
+    python = to_absolute(str(cfg.peer.python)) if cfg.peer.python else sys.executable
+    for model, dataset, _ in cells:
+        if model not in cfg.peer.pairs:
+            raise ConfigError(f"mode=peer: no reference pairing for model {model}. Fix: models among "
+                              f"{sorted(cfg.peer.pairs)}, or add peer.pairs.{model} to conf/benchmark.yaml.")
+        if dataset not in TSLIB_DATA:
+            raise ConfigError(f"mode=peer: dataset {dataset} is not wired to TSLib's loaders. Fix: one of {sorted(TSLIB_DATA)}.")
+    return tslib, python
+
+
+def commit_of(tslib: Path, pinned: str) -> str:
+    """The checkout's commit (``git rev-parse HEAD``), or the pinned one where it is not a git
+    checkout (a copied snapshot of that commit)."""
+    if not (tslib / ".git").exists():
+        return pinned
+    proc = subprocess.run(["git", "-C", str(tslib), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else pinned
+
+
+def _last_json(proc: subprocess.CompletedProcess, what: str) -> dict:
+    if proc.returncode:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peer_command(cfg, model: str, dataset: str, horizon: int) -> str:
+    """The command that measures this one comparison again, with the settings this run was given."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from forecast.pipelines.benchmark import _NOT_IN_COMMAND
+
+    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    kept = [o for o in given if o.lstrip("+~").split("=", 1)[0] not in (*_NOT_IN_COMMAND, "overrides")]
+    train = ["--", *map(str, cfg.overrides)] if cfg.overrides else []
+    return tracking.shell_join(["python", "scripts/benchmark.py", "mode=peer", f"models=[{model}]", f"datasets=[{dataset}]",
+                                f"horizons=[{horizon}]", *kept, *train])
+
+
+def run(cfg, script: Path, repo: Path, cells: list[tuple[str, str, int]], speed_csv: Path) -> int:
+    """Compare every cell with the reference; append one row per cell; returns the failed cells."""
+    from forecast.pipelines.benchmark import cell_overrides
+
+    tslib, python = check(cfg, cells)
+    commit = commit_of(tslib, str(cfg.peer.commit))
+    if commit != str(cfg.peer.commit):
+        print(f"warning: {tslib} is at {commit}, not the pinned {cfg.peer.commit} that peer.pairs follow", file=sys.stderr)
+    root_path = str(Path(cfg.peer.root_path) if cfg.peer.root_path else repo / "data" / "ETT-small") + "/"
+    env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
+    reference_env = {**env, "PYTHONDONTWRITEBYTECODE": "1"}  # leave the checkout as it is
+    failed = 0
+    for model, dataset, horizon in cells:
+        overrides = our_overrides(cfg, cell_overrides(model, dataset, horizon, repo / "conf"))
+        spec = {"overrides": overrides, "threads": cfg.threads, "warmup": cfg.warmup, "iters": cfg.iters}
+        ours = [sys.executable, str(script), "--measure", json.dumps(spec)]
+        reference = [python, str(repo / "scripts" / "peers" / "tslib_step.py"), str(cfg.threads), str(cfg.warmup),
+                     str(cfg.iters), *tslib_arguments(cfg, model, dataset, horizon, root_path)]
+        print(f"[{model} {dataset} {horizon}] {cfg.peer.rounds} interleaved rounds, {cfg.threads} thread(s)\n"
+              f"  ours: {' '.join(overrides)}\n  reference (in {tslib}): {shlex.join(reference[1:])}", flush=True)
+        if cfg.dry_run:
+            continue
+        measure = {
+            OURS: lambda: _last_json(subprocess.run(ours, cwd=repo, env=env, capture_output=True, text=True), "ours"),
+            REFERENCE: lambda: _last_json(subprocess.run(reference, cwd=tslib, env=reference_env, capture_output=True,
+                                                         text=True), "the reference"),
+        }
+        try:
+            comparison = interleave(measure, int(cfg.peer.rounds), lambda: os.getloadavg()[0])
+        except (RuntimeError, json.JSONDecodeError, IndexError) as err:
+            failed += 1
+            print(err, file=sys.stderr)
+            continue
+        if "skipped" in comparison.side(OURS)[0].result:
+            print(f"  skipped: {comparison.side(OURS)[0].result['skipped']}", flush=True)
+            continue
+        pair = cfg.peer.pairs[model]
+        row = comparison_row(comparison, f"TSLib {commit[:7]} {pair.model}", peer_command(cfg, model, dataset, horizon),
+                             dt.date.today().isoformat())
+        row["model"] = model
+        append_speed_row(speed_csv, row)
+        print(f"  ours {row['s_per_iter']} s/iter, reference {row['reference_s_per_iter']} s/iter: {row['speedup']}x "
+              f"(rounds: {', '.join(f'{x:.2f}x' for x in comparison.round_speedups())}); load {row['load_1min']} -> "
+              f"{row['load_1min_after']}", flush=True)
+    return failed

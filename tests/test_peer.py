@@ -1,0 +1,164 @@
+"""The side-by-side speed harness (``scripts/benchmark.py mode=peer``) with fake timers: the
+order of the rounds, the figures and their ratio, and the row it writes. Nothing here is timed."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from forecast import records
+from forecast.errors import ConfigError
+from forecast.pipelines import peer
+from forecast.pipelines.benchmark import run as benchmark_run
+from tests.helpers import CONF, REPO
+
+
+def _benchmark(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("benchmark", overrides=overrides)
+
+
+def _ours(s_per_iter: float, **extra) -> dict:
+    return {"model": "autoformer", "dataset": "etth1", "seq_len": 96, "pred_len": 96, "precision": "32-true",
+            "device": "cpu", "threads": 1, "batch_size": 32, "warmup": 3, "iters": 20, "s_per_iter": f"{s_per_iter:.4g}",
+            "s_per_iter_min": f"{s_per_iter * 0.9:.4g}", "windows_per_s": "1", "batches_per_epoch": 265,
+            "s_per_epoch": "1", "peak_memory_gb": "1.60", "memory": "rss", "parameters": 10535943, "notes": "",
+            "machine": "fake CPU, 1 thread(s)", **extra}
+
+
+def _reference(s_per_iter: float) -> dict:
+    return {"s_per_iter": s_per_iter, "s_per_iter_min": s_per_iter * 0.95, "peak_memory_gb": 3.6, "parameters": 10535946,
+            "d_model": 512, "dropout": 0.1, "learning_rate": 1e-4, "torch": "2.13.0+cpu"}
+
+
+def test_rounds_alternate_which_side_runs_first_and_read_the_load_around_each_run():
+    log, loads = [], itertools.count(1.0)
+    measure = {peer.OURS: lambda: log.append("ours") or _ours(2.0),
+               peer.REFERENCE: lambda: log.append("ref") or _reference(3.0)}
+    comparison = peer.interleave(measure, rounds=3, loadavg=lambda: next(loads))
+    assert log == ["ours", "ref", "ref", "ours", "ours", "ref"]
+    assert [(m.side, m.round) for m in comparison.measurements] == [
+        ("ours", 1), ("reference", 1), ("reference", 2), ("ours", 2), ("ours", 3), ("reference", 3)]
+    assert [(m.load_before, m.load_after) for m in comparison.measurements] == [
+        (1.0, 2.0), (3.0, 4.0), (5.0, 6.0), (7.0, 8.0), (9.0, 10.0), (11.0, 12.0)]
+    with pytest.raises(ConfigError, match="rounds"):
+        peer.interleave(measure, rounds=0, loadavg=lambda: 0.0)
+
+
+def test_the_ratio_is_reference_over_ours_of_the_round_means_and_each_round_is_paired():
+    ours, ref = iter([2.0, 3.0]), iter([4.0, 4.5])
+    comparison = peer.interleave({peer.OURS: lambda: _ours(next(ours)), peer.REFERENCE: lambda: _reference(next(ref))},
+                                 rounds=2, loadavg=lambda: 1.5)
+    assert comparison.mean(peer.OURS) == pytest.approx(2.5)
+    assert comparison.mean(peer.REFERENCE) == pytest.approx(4.25)
+    assert comparison.speedup == pytest.approx(4.25 / 2.5)
+    assert comparison.round_speedups() == pytest.approx([2.0, 1.5])
+
+
+def test_the_row_carries_both_figures_the_ratio_threads_and_loads(tmp_path):
+    ours, ref, loads = iter([2.0, 3.0]), iter([4.0, 4.5]), iter([3.1, 3.2, 3.3, 3.4, 3.5, 3.6, 3.7, 3.8])
+    comparison = peer.interleave({peer.OURS: lambda: _ours(next(ours)), peer.REFERENCE: lambda: _reference(next(ref))},
+                                 rounds=2, loadavg=lambda: next(loads))
+    row = peer.comparison_row(comparison, "TSLib 4e938a1 Autoformer", "python scripts/benchmark.py mode=peer", "2026-12-02")
+    path = tmp_path / "speed.csv"
+    records.append_speed_row(path, row)
+    with open(path, newline="") as fh:
+        assert next(csv.reader(fh)) == records.SPEED_COLUMNS
+    (back,) = records.read_csv(path)
+    assert (back["s_per_iter"], back["reference_s_per_iter"], back["speedup"]) == ("2.5", "4.25", "1.70")
+    assert (back["threads"], back["batch_size"], back["rounds"], back["iters"]) == ("1", "32", "2", "20")
+    assert (back["load_1min"], back["load_1min_after"]) == ("3.10", "3.80")  # before the first, after the last run
+    assert (back["peak_memory_gb"], back["reference_peak_memory_gb"]) == ("1.60", "3.60")
+    assert back["s_per_iter_min"] == "1.8" and back["reference_s_per_iter_min"] == "3.8"
+    assert back["reference"] == "TSLib 4e938a1 Autoformer" and back["superseded"] == "false"
+    assert "round 1: ours 2 (load 3.10→3.20), then reference 4 (load 3.30→3.40): 2.00x" in back["notes"]
+    assert "round 2: reference 4.5 (load 3.50→3.60), then ours 3 (load 3.70→3.80): 1.50x" in back["notes"]
+    assert "parameters 10535946" in back["notes"]
+    # the rendered README shows the pair in its own table
+    text = records.render_readme(tmp_path).read_text()
+    assert "Side by side with the reference" in text and "| 4.25 | 2.5 | 1.70x |" in text
+    # a superseded pair leaves that table for its own, and is not called a bench_speed.py row
+    records.write_csv(path, records.SPEED_COLUMNS, [{**back, "superseded": "true", "notes": "replaced"}])
+    text = records.render_readme(tmp_path).read_text()
+    assert "Side by side with the reference" not in text and "### Historical" not in text
+    assert "### Side by side, superseded" in text and "| 4.25 | 2.5 | 1.70x |" in text
+
+
+def test_an_older_speed_file_gets_the_new_columns_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "speed.csv"
+    old_columns = records.SPEED_COLUMNS[: records.SPEED_COLUMNS.index("date") + 1]
+    records.write_csv(path, old_columns, [{"model": "karma", "s_per_iter": "0.16", "date": "2026-11-27"}])
+    records.append_speed_row(path, {"model": "dlinear", "s_per_iter": "0.001", "speedup": "1.35"})
+    rows = records.read_csv(path)
+    assert [(r["model"], r["s_per_iter"], r["speedup"]) for r in rows] == [("karma", "0.16", ""), ("dlinear", "0.001", "1.35")]
+    records.write_csv(path, ["model", "other"], [{"model": "x", "other": "y"}])
+    with pytest.raises(ConfigError, match="columns"):
+        records.append_speed_row(path, {"model": "dlinear"})
+
+
+def test_both_sides_get_the_same_window_batch_and_horizon():
+    cfg = _benchmark(["mode=peer"])
+    args = peer.tslib_arguments(cfg, "autoformer", "etth1", 336, "/data/")
+    value = {a: b for a, b in zip(args, args[1:]) if a.startswith("--")}
+    assert (value["--model"], value["--data"], value["--seq_len"], value["--label_len"], value["--pred_len"]) == (
+        "Autoformer", "ETTh1", "96", "48", "336")
+    assert (value["--batch_size"], value["--root_path"], value["--data_path"], value["--num_workers"]) == (
+        "32", "/data/", "ETTh1.csv", "0")
+    assert "--no_use_gpu" in args
+    ours = peer.our_overrides(cfg, ["experiment=dlinear_etth1_96"])
+    assert ours == ["experiment=dlinear_etth1_96", "data.seq_len=96", "data.batch_size=32"]
+
+
+def test_a_missing_or_wrong_checkout_is_a_one_line_fix(tmp_path):
+    with pytest.raises(ConfigError, match="peer.tslib=<path>"):
+        peer.check(_benchmark(["mode=peer"]), [("autoformer", "etth1", 96)])
+    with pytest.raises(ConfigError, match="no run.py"):
+        peer.check(_benchmark(["mode=peer", f"peer.tslib={tmp_path}"]), [("autoformer", "etth1", 96)])
+    _fake_checkout(tmp_path)
+    with pytest.raises(ConfigError, match="no reference pairing for model karma"):
+        peer.check(_benchmark(["mode=peer", f"peer.tslib={tmp_path}"]), [("karma", "etth1", 96)])
+    with pytest.raises(ConfigError, match="not wired"):
+        peer.check(_benchmark(["mode=peer", f"peer.tslib={tmp_path}"]), [("autoformer", "ili", 24)])
+
+
+def _fake_checkout(folder: Path) -> None:
+    (folder / "exp").mkdir(exist_ok=True)
+    (folder / "run.py").write_text("")
+    (folder / "exp" / "exp_long_term_forecasting.py").write_text("")
+
+
+def test_a_peer_run_writes_one_row_per_model_from_the_two_processes(tmp_path, monkeypatch):
+    """``run`` with the two measuring processes faked: which program runs where, with which threads,
+    and the row that comes out."""
+    checkout = tmp_path / "tslib"
+    checkout.mkdir()
+    _fake_checkout(checkout)
+    calls = []
+    times = {"ours": iter([1.0, 1.2]), "ref": iter([2.0, 2.2])}
+
+    def fake_run(command, cwd, env, capture_output, text):
+        reference = command[1].endswith("tslib_step.py")
+        calls.append(("ref" if reference else "ours", Path(cwd), env["OMP_NUM_THREADS"], env.get("PYTHONDONTWRITEBYTECODE")))
+        result = _reference(next(times["ref"])) if reference else _ours(next(times["ours"]), threads=2)
+        return subprocess.CompletedProcess(command, 0, stdout="log line\n" + json.dumps(result) + "\n", stderr="")
+
+    monkeypatch.setattr(peer.subprocess, "run", fake_run)
+    speed_csv = tmp_path / "out" / "speed.csv"
+    cfg = _benchmark(["mode=peer", "models=[autoformer]", "threads=2", f"peer.tslib={checkout}",
+                      f"speed_csv={speed_csv}", "render=false"])
+    assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 0
+    assert [c[0] for c in calls] == ["ours", "ref", "ref", "ours"]
+    assert {c[2] for c in calls} == {"2"}
+    assert all(cwd == checkout and bytecode == "1" for side, cwd, _, bytecode in calls if side == "ref")
+    assert all(cwd == REPO for side, cwd, _, _ in calls if side == "ours")
+    (row,) = records.read_csv(speed_csv)
+    assert (row["model"], row["threads"], row["s_per_iter"], row["reference_s_per_iter"], row["speedup"]) == (
+        "autoformer", "2", "1.1", "2.1", "1.91")
+    assert row["reference"] == "TSLib 4e938a1 Autoformer"  # a copied snapshot: the pinned commit
+    assert row["command"].startswith("python scripts/benchmark.py mode=peer \"models=[autoformer]\"")
