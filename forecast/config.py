@@ -48,6 +48,16 @@ class PaperQuirks:
 
 
 @dataclass
+class IntervalsConfig:
+    """Prediction intervals (``intervals:``; see ``docs/intervals.md``)."""
+
+    method: Optional[str] = "conformal_error"  # conformal_error | conformal_quantile | native | null (none)
+    levels: List[Any] = field(default_factory=lambda: [80, 95])  # coverage levels in percent, integers 1-99
+    calibration: str = "val"                   # the calibration windows: val (every window of the validation split)
+    aci_gamma: float = 0.005                   # adaptive conformal inference's step (predict.py with actuals)
+
+
+@dataclass
 class TrainConfig:
     """Run-level keys of ``conf/train.yaml``."""
 
@@ -66,6 +76,7 @@ class TrainConfig:
     init_from: Optional[str] = None
     paper_compat: bool = False
     paper_quirks: PaperQuirks = field(default_factory=PaperQuirks)
+    intervals: IntervalsConfig = field(default_factory=IntervalsConfig)
     recommends: Dict[str, str] = field(default_factory=dict)  # set by the model file: see model_recommendations()
     plot_windows: int = 3
     record: Optional[str] = None
