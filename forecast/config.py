@@ -138,6 +138,7 @@ class PredictConfig:
     data: PredictData = field(default_factory=PredictData)
     output: str = "forecast.csv"
     tracking_uri: Optional[str] = None
+    levels: Optional[List[Any]] = None  # interval levels; null: the model's own (none if it has no intervals)
 
 
 @dataclass

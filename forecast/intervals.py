@@ -94,6 +94,16 @@ def check_settings(node, key: str = "intervals") -> dict:
     return {"method": str(method), "levels": levels, "calibration": str(calibration)}
 
 
+def has_native(network) -> bool:
+    """Whether ``network`` has its own prediction intervals (``intervals.method=native``)."""
+    from forecast.models.base import Network
+    from forecast.models.classical.base import Classical
+
+    if isinstance(network, Classical):
+        return type(network)._native is not Classical._native
+    return type(network).native_intervals is not Network.native_intervals
+
+
 def column_names(outputs: Iterable[str], levels: Iterable[int]) -> list[str]:
     """``<channel>-lo-<level>``, ``<channel>-hi-<level>`` for each channel and level (levels
     ascending: the widest band's columns last)."""
@@ -241,9 +251,14 @@ def interval_score(actual, lo, hi, level: int) -> np.ndarray:
 
 def msis(actual, lo, hi, level: int, scale) -> float:
     """M4's mean scaled interval score: the mean interval score of each channel divided by its
-    in-sample seasonal-naive MAE ``scale [C]`` (the MASE denominator), averaged over channels."""
+    in-sample seasonal-naive MAE ``scale [C]`` (the MASE denominator; ``[W, C]``: one per window
+    of ``[W, H, C]`` points), averaged over channels."""
     score = interval_score(actual, lo, hi, level)
-    per_channel = score.reshape(-1, score.shape[-1]).mean(axis=0) / np.asarray(scale, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    if scale.ndim == 2:  # [W, C]: one scale per window (a backtest's refits), points [W, H, C]
+        score = score / scale[:, None, :]
+        scale = np.ones(score.shape[-1])
+    per_channel = score.reshape(-1, score.shape[-1]).mean(axis=0) / scale
     return float(np.nanmean(per_channel))
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from forecast import plots  # also sets the Agg backend before pyplot is used
+from forecast import intervals, plots  # also sets the Agg backend before pyplot is used
 from forecast.errors import ConfigError
 from forecast.serving import PROGRESS_BAR, ForecastModel
 
@@ -84,14 +84,22 @@ def output_path(output: str) -> Path:
     return path
 
 
-def prediction_figure(history: pd.DataFrame, forecast: pd.DataFrame, date_col: str, title: str):
-    """History (grey) and forecast (blue) of the target and, in M mode, up to two more channels."""
-    channels = list(forecast.columns.drop(date_col))
+def prediction_figure(history: pd.DataFrame, forecast: pd.DataFrame, date_col: str, title: str,
+                      channels: list[str] | None = None):
+    """History (grey) and forecast (blue, its prediction intervals shaded) of the target and, in M
+    mode, up to two more channels; ``channels``: the forecast channels (default: every column
+    but the date and the ``-lo-``/``-hi-`` ones)."""
+    if channels is None:
+        channels = [c for c in forecast.columns.drop(date_col) if "-lo-" not in str(c) and "-hi-" not in str(c)]
     shown = plots.shown_channels(len(channels))
     fig, axes = plt.subplots(1, len(shown), figsize=(4.8 * len(shown), 2.8), squeeze=False)
     for ax, c in zip(axes[0], shown):
         name = channels[c]
         ax.plot(history[date_col], history[name], color="0.55", lw=1.0, label="history")
+        levels = sorted({int(c.rsplit("-", 1)[1]) for c in forecast.columns if str(c).startswith(f"{name}-lo-")})
+        bands = {level: (forecast[[f"{name}-lo-{level}"]].to_numpy(), forecast[[f"{name}-hi-{level}"]].to_numpy())
+                 for level in levels}
+        plots.draw_bands(ax, forecast[date_col], bands, 0, "tab:blue")
         ax.plot(forecast[date_col], forecast[name], color="tab:blue", lw=1.4, label="forecast")
         ax.axvline(forecast[date_col].iloc[0], color="0.8", lw=0.8, ls="--")
         ax.set_title(name, fontsize=10)
@@ -132,6 +140,7 @@ def run(cfg: DictConfig) -> dict:
     ``cfg.output`` (CSV or Parquet) and a PNG beside it. Returns the paths and the forecast."""
     required(cfg)
     output = output_path(str(cfg.output))
+    levels = intervals.check_levels(cfg.get("levels"), "levels") or None
     model, impl = load_model(str(cfg.model_uri), cfg.get("tracking_uri"))
     spec = impl.spec
     source = Path(str(cfg.data.path))
@@ -141,7 +150,10 @@ def run(cfg: DictConfig) -> dict:
     table = spec.read_file(source, date_col=date_col, fill=fill, duplicates=data.get("duplicates"),
                            regularize=bool(data.get("regularize", False)))
     report_repairs(table, cfg, fill)
-    forecast = impl.forecast_table(table, str(source))
+    if levels and impl.calibration is None:
+        raise ConfigError(f"levels={levels}: {cfg.model_uri} was logged without intervals (no calibration). Fix: drop "
+                          "levels=, or forecast with a model trained with intervals.method=conformal_error.")
+    forecast = impl.forecast_table(table, str(source), levels)
     # the history's own name for its timestamps
     forecast = forecast.rename(columns={spec.date_col: date_col})
 
@@ -149,7 +161,7 @@ def run(cfg: DictConfig) -> dict:
     history = pd.DataFrame(table.values[-keep:], columns=spec.columns)
     history.insert(0, date_col, table.dates[-keep:])
     title = f"{cfg.model_uri}: {spec.pred_len} steps after {table.dates[-1]}"
-    figure = prediction_figure(history, forecast, date_col, title)
+    figure = prediction_figure(history, forecast, date_col, title, list(spec.outputs))
 
     output.parent.mkdir(parents=True, exist_ok=True)
     if FORMATS[output.suffix.lower()] == "CSV":

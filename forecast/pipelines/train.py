@@ -158,10 +158,43 @@ def calibrate(settings: dict, module: ForecastModule, datamodule: ForecastDataMo
     return calibration
 
 
+def native_bands(module: ForecastModule, datamodule: ForecastDataModule, split: str, levels: list[int]):
+    """``(pred, actual, {level: (lo, hi)})`` ``[N, H, C]`` in the data's units: the network's own
+    intervals (``intervals.method=native``) of every window of ``split``."""
+    datamodule.setup()
+    dataset = datamodule.datasets[split]
+    size = int(datamodule.eval_batch_size)
+    preds, targets, bounds = [], [], {level: ([], []) for level in levels}
+    module.eval()
+    c_out = datamodule.c_out
+    with torch.no_grad():
+        for start in range(0, len(dataset), size):
+            batch = dataset.__getitems__(list(range(start, min(start + size, len(dataset)))))
+            x, x_mark, y_mark = (batch[k].to(module.device) for k in ("x", "x_mark", "y_mark"))
+            preds.append(module(x, x_mark, y_mark).double().cpu())
+            targets.append(batch["y"].double())
+            native = module.network.native_intervals(x, levels)
+            if native is None:
+                raise ConfigError(f"intervals.method=native: {type(module.network).__name__} with these settings has no "
+                                  "intervals of its own (ETS: only with refit=once). Fix: intervals.method=conformal_error.")
+            for level, (lo, hi) in native.items():
+                bounds[level][0].append(lo[..., -c_out:].double().cpu())
+                bounds[level][1].append(hi[..., -c_out:].double().cpu())
+    bands = {level: (unscaled(datamodule, torch.cat(lo)), unscaled(datamodule, torch.cat(hi)))
+             for level, (lo, hi) in bounds.items()}
+    return unscaled(datamodule, torch.cat(preds)), unscaled(datamodule, torch.cat(targets)), bands
+
+
 def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDataModule, trainer: pl.Trainer) -> dict[str, float]:
     """Calibrate the tested weights (``module.calibration``, stored with the logged model) and
     score their intervals on the test windows: ``test/coverage_<L>``, ``test/width_<L>``,
-    ``test/winkler_<L>``, ``test/msis_<L>``, ``test/wql``."""
+    ``test/winkler_<L>``, ``test/msis_<L>``, ``test/wql``. ``native``: the network's own
+    intervals instead (``wql`` over the quantiles the levels give, the point forecast as median)."""
+    if settings["method"] == intervals.NATIVE:
+        module.test_outputs = []
+        pred, actual, bands = native_bands(module, datamodule, "test", settings["levels"])
+        scores = intervals.interval_metrics(actual, bands, datamodule.mase_scale, intervals.band_quantiles(pred, bands))
+        return {f"test/{k}": v for k, v in scores.items()}
     module.calibration = calibrate(settings, module, datamodule)
     if module.test_outputs and trainer.world_size == 1:
         pred = unscaled(datamodule, torch.cat([p for p, _ in module.test_outputs]))
@@ -293,6 +326,10 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
     recommendations = report_recommendations(cfg)
     datamodule = build_data(cfg)
     module = build_module(cfg, datamodule)
+    if interval_settings.get("method") == intervals.NATIVE and not intervals.has_native(module.network):
+        raise ConfigError(f"intervals.method=native: {tracking.model_name(cfg)} has no prediction intervals of its own "
+                          "(statsmodels gives them for arima and ets). Fix: intervals.method=conformal_error, which "
+                          "calibrates any model on its validation windows.")
     if cfg.get("init_from"):
         load_initial_weights(module, cfg.init_from)
     # the command that trained the tested weights, found before anything runs (a row must say it)
