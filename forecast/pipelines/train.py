@@ -194,6 +194,7 @@ def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDa
         module.test_outputs = []
         pred, actual, bands = native_bands(module, datamodule, "test", settings["levels"])
         scores = intervals.interval_metrics(actual, bands, datamodule.mase_scale, intervals.band_quantiles(pred, bands))
+        scores["windows"] = float(len(pred))
         return {f"test/{k}": v for k, v in scores.items()}
     module.calibration = calibrate(settings, module, datamodule)
     if module.test_outputs and trainer.world_size == 1:
@@ -203,6 +204,7 @@ def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDa
         pred, actual = split_forecasts(module, datamodule, "test")
     module.test_outputs = []
     scores = intervals.evaluate(module.calibration, pred, actual, datamodule.mase_scale)
+    scores.update(windows=float(len(pred)), calibration_windows=float(module.calibration.n))
     return {f"test/{k}": v for k, v in scores.items()}
 
 
