@@ -131,6 +131,14 @@ class PredictData:
 
 
 @dataclass
+class PredictACI:
+    """Adaptive conformal inference of ``predict.py`` on the history's own latest windows."""
+
+    windows: int = 0                 # 0: off; k: adapt the levels on the last k horizon-long windows of the history
+    gamma: Optional[float] = None    # the step; null: the model's intervals.aci_gamma (0.005)
+
+
+@dataclass
 class PredictConfig:
     """Keys of ``conf/predict.yaml`` (``python predict.py``)."""
 
@@ -139,6 +147,7 @@ class PredictConfig:
     output: str = "forecast.csv"
     tracking_uri: Optional[str] = None
     levels: Optional[List[Any]] = None  # interval levels; null: the model's own (none if it has no intervals)
+    aci: PredictACI = field(default_factory=lambda: PredictACI())
 
 
 @dataclass

@@ -163,20 +163,29 @@ class Calibration:
             self._sorted[sign] = np.sort(sign * self.scores, axis=0)
         return self._sorted[sign]
 
-    def offsets(self, level: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(down, up)`` ``[H, C]``: the band of ``level`` is ``[ŷ − down, ŷ + up]``."""
-        alpha = 1 - check_levels([level])[0] / 100
+    def offsets(self, level: int, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(down, up)`` ``[H, C]``: the band of ``level`` is ``[ŷ − down, ŷ + up]``. ``alpha``:
+        this miscoverage instead of ``1 − level/100`` (adaptive conformal inference): at or
+        below 0 an unbounded band, at or above 1 an empty one (``ŷ``)."""
+        alpha = 1 - check_levels([level])[0] / 100 if alpha is None else float(alpha)
+        shape = self.scores.shape[1:]
+        if alpha <= 0:
+            return np.full(shape, np.inf), np.full(shape, np.inf)
+        if alpha >= 1:
+            return np.zeros(shape), np.zeros(shape)
         if self.method == "conformal_error":
             q = order_statistic(self._ordered(1), 1 - alpha)
             return q, q
         p = 1 - alpha / 2
         return order_statistic(self._ordered(-1), p), order_statistic(self._ordered(1), p)
 
-    def bands(self, pred: np.ndarray, levels: Iterable[int] | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """``{level: (lo, hi)}`` around forecasts ``pred [..., H, C]`` (data units)."""
+    def bands(self, pred: np.ndarray, levels: Iterable[int] | None = None,
+              alphas: dict[int, float] | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{level: (lo, hi)}`` around forecasts ``pred [..., H, C]`` (data units); ``alphas``:
+        an adapted miscoverage per level (:func:`adapt_alphas`) instead of ``1 − level/100``."""
         out = {}
         for level in check_levels(self.levels if levels is None else levels):
-            down, up = self.offsets(level)
+            down, up = self.offsets(level, (alphas or {}).get(level))
             out[level] = (pred - down, pred + up)
         return out
 
@@ -346,3 +355,22 @@ def adaptive_bound(sorted_calibration: np.ndarray, alpha: float) -> float:
     if alpha <= 0:
         return np.inf
     return float(order_statistic(sorted_calibration[:, None], 1 - alpha)[0])
+
+
+def adapt_alphas(calibration: Calibration, pred: np.ndarray, actual: np.ndarray, levels: Iterable[int],
+                 gamma: float) -> dict[int, float]:
+    """Adaptive conformal inference over recent windows, oldest first (``pred``/``actual``
+    ``[W, H, C]``, data units): for each level, ``α`` starts at ``1 − level/100`` and after each
+    window moves by ``γ·(α_target − miss)``, ``miss`` the share of that window's actuals outside
+    its band at the current ``α``. Returns the ``α`` to forecast with next, per level."""
+    if not 0 < float(gamma) < 1:
+        raise ConfigError(f"aci.gamma={gamma} must lie strictly between 0 and 1. Fix: e.g. aci.gamma=0.005.")
+    out = {}
+    for level in check_levels(levels):
+        target = a = 1 - level / 100
+        for w in range(len(pred)):
+            lo, hi = calibration.bands(pred[w], [level], {level: a})[level]
+            miss = 1.0 - coverage(actual[w], lo, hi)
+            a = a + float(gamma) * (target - miss)
+        out[level] = a
+    return out

@@ -205,7 +205,7 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
         """The levels a forecast carries by default (none without a calibration)."""
         return list(self.calibration.levels) if self.calibration is not None else []
 
-    def with_bands(self, result: pd.DataFrame, levels=None) -> pd.DataFrame:
+    def with_bands(self, result: pd.DataFrame, levels=None, alphas: dict | None = None) -> pd.DataFrame:
         """``result`` with the ``<channel>-lo-<level>``/``-hi-<level>`` columns of the stored
         calibration (``levels``: these instead of the model's default ones)."""
         if self.calibration is None:
@@ -216,7 +216,7 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
         outputs = self.spec.outputs
         pred = result[outputs].to_numpy(dtype=np.float64)
         try:
-            bands = self.calibration.bands(pred, levels if levels else None)
+            bands = self.calibration.bands(pred, levels if levels else None, alphas)
         except ConfigError as error:
             raise RequestError(str(error)) from None
         columns = {}
@@ -242,7 +242,7 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
         result.insert(0, spec.date_col, future.as_unit("ns"))
         return result
 
-    def forecast_table(self, table: TimeSeriesTable, source: str, levels=None) -> pd.DataFrame:
+    def forecast_table(self, table: TimeSeriesTable, source: str, levels=None, alphas: dict | None = None) -> pd.DataFrame:
         """The forecast after a validated table's last ``seq_len`` rows, with its intervals
         (:meth:`with_bands`); :class:`ForecastFailed` rather than a forecast with NaN or infinite
         values."""
@@ -257,7 +257,7 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
                 f"{', '.join(map(str, steps[:5]))}{' …' if len(steps) > 5 else ''}, so no forecast is returned. The history "
                 "passed every input check, so the network itself produced it. Fix: look for extreme values in the "
                 "history's last rows; if there are none, the model is broken: forecast with another version.")
-        return self.with_bands(result, levels)
+        return self.with_bands(result, levels, alphas)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         source = input_source()

@@ -178,3 +178,19 @@ def test_aci_recovers_coverage_when_the_noise_doubles():
     second = slice(2000, None)
     assert abs(adaptive[second].mean() - 0.90) <= 0.03, adaptive[second].mean()
     assert static[second].mean() < 0.87, static[second].mean()
+
+
+def test_adapt_alphas_widens_after_misses_and_narrows_after_easy_windows():
+    rng = np.random.default_rng(6)
+    h = 24
+    cal = intervals.calibrate(np.zeros((2000, h, 1)), rng.standard_normal((2000, h, 1)), "conformal_error", [90])
+    loud = 2 * rng.standard_normal((20, h, 1))
+    quiet = 0.3 * rng.standard_normal((20, h, 1))
+    wider = intervals.adapt_alphas(cal, np.zeros_like(loud), loud, [90], gamma=0.05)[90]
+    narrower = intervals.adapt_alphas(cal, np.zeros_like(quiet), quiet, [90], gamma=0.05)[90]
+    assert wider < 0.1 < narrower
+    nominal = cal.bands(np.zeros((h, 1)), [90])[90][1]
+    adapted = cal.bands(np.zeros((h, 1)), [90], {90: wider})[90][1]
+    assert (adapted >= nominal).all() and (adapted > nominal).any()
+    with pytest.raises(ConfigError, match="aci.gamma"):
+        intervals.adapt_alphas(cal, np.zeros_like(loud), loud, [90], gamma=0)

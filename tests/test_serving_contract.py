@@ -478,3 +478,23 @@ def test_predict_py_writes_interval_columns(store, tmp_path):
     channels = list(history().columns.drop("date"))
     assert list(written.columns) == ["date", *channels, *_band_names(channels, [90])]
     assert out["figure"].is_file()
+
+
+def test_predict_py_adapts_the_levels_on_the_historys_latest_windows(store, tmp_path):
+    """aci.windows=3: the last three 24-step windows of a 200-row history are forecast and
+    scored; each level's band is then the calibration's at the adapted miscoverage."""
+    from forecast.pipelines.predict import run as predict
+
+    path = tmp_path / "history.csv"
+    history(200).to_csv(path, index=False)
+    plain = predict(predict_cfg(path, tmp_path / "plain.csv"))
+    adapted = predict(predict_cfg(path, tmp_path / "aci.csv", "aci.windows=3", "aci.gamma=0.05"))
+    assert plain["alphas"] is None and sorted(adapted["alphas"]) == [80, 95]
+    for level, alpha in adapted["alphas"].items():
+        assert alpha != pytest.approx(1 - level / 100)  # three windows moved it
+        width = {k: (r["forecast"]["OT-hi-" + str(level)] - r["forecast"]["OT-lo-" + str(level)]).to_numpy()
+                 for k, r in (("plain", plain), ("aci", adapted))}
+        if alpha < 1 - level / 100:
+            assert (width["aci"] >= width["plain"] - 1e-9).all()
+        else:
+            assert (width["aci"] <= width["plain"] + 1e-9).all()

@@ -135,6 +135,32 @@ def report_repairs(table, cfg: DictConfig, fill: str | None) -> None:
         log.warning("%s: data.fill=%s filled %d missing value(s)", source, fill, done["values_filled"])
 
 
+def adapted_alphas(cfg: DictConfig, impl: ForecastModel, table, levels) -> dict | None:
+    """With ``aci.windows=k``: the miscoverage per level after adaptive conformal inference over
+    the history's last ``k`` horizon-long windows (each forecast from the rows before it, as a
+    request would be, and scored against what followed); ``None`` without."""
+    from forecast import evaluation
+
+    windows = int(cfg.get("aci", {}).get("windows") or 0)
+    if not windows:
+        return None
+    if impl.calibration is None:
+        raise ConfigError(f"aci.windows={windows}: {cfg.model_uri} was logged without intervals. Fix: drop aci.windows, "
+                          "or forecast with a model trained with intervals.method=conformal_error.")
+    spec = impl.spec
+    gamma = cfg.aci.get("gamma")
+    if gamma is None:
+        gamma = float(OmegaConf.select(impl.cfg, "intervals.aci_gamma", default=0.005))
+    cutoffs = evaluation.rolling_origins(table.n_rows, windows, spec.pred_len, start=spec.seq_len, setting="aci.windows")
+    pred = evaluation.forecasts_from(impl, table, cutoffs, spec.outputs)
+    actual = evaluation.actuals_at(table, cutoffs, spec.pred_len, spec.outputs)
+    levels = levels or impl.levels
+    alphas = intervals.adapt_alphas(impl.calibration, pred, actual, levels, gamma)
+    log.info("aci: over the last %d windows the bands of levels %s forecast with miscoverage %s (nominal %s)", windows,
+             levels, {k: round(v, 4) for k, v in alphas.items()}, {k: round(1 - k / 100, 4) for k in levels})
+    return alphas
+
+
 def run(cfg: DictConfig) -> dict:
     """Forecast the ``pred_len`` steps after the last row of ``cfg.data.path``; write
     ``cfg.output`` (CSV or Parquet) and a PNG beside it. Returns the paths and the forecast."""
@@ -153,7 +179,8 @@ def run(cfg: DictConfig) -> dict:
     if levels and impl.calibration is None:
         raise ConfigError(f"levels={levels}: {cfg.model_uri} was logged without intervals (no calibration). Fix: drop "
                           "levels=, or forecast with a model trained with intervals.method=conformal_error.")
-    forecast = impl.forecast_table(table, str(source), levels)
+    alphas = adapted_alphas(cfg, impl, table, levels)
+    forecast = impl.forecast_table(table, str(source), levels, alphas)
     # the history's own name for its timestamps
     forecast = forecast.rename(columns={spec.date_col: date_col})
 
@@ -173,5 +200,5 @@ def run(cfg: DictConfig) -> dict:
     plt.close(figure)
     log.info("forecast of %s (%d steps, %s) from %s -> %s, %s", cfg.model_uri, spec.pred_len,
              ", ".join(spec.outputs), source, output, picture)
-    return {"output": output, "figure": picture, "forecast": forecast,
+    return {"output": output, "figure": picture, "forecast": forecast, "alphas": alphas,
             "values": np.asarray(table.values[-spec.seq_len:]), "repairs": dict(table.repairs)}
