@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 LEVELS = (80, 95)
 COLUMNS = ["model", "dataset", "features", "seq_len", "pred_len", "method", "calibration_windows", "test_windows",
            *[f"{k}_{level}" for level in LEVELS for k in ("coverage", "width", "winkler", "msis")], "wql", "mse", "mae",
-           "seconds", "threads", "load_1min", "notes", "command", "machine", "date"]
+           "mae_orig", "calibration_mae_orig", "seconds", "threads", "load_1min", "notes", "command", "machine", "date"]
 
 
 def main() -> None:
@@ -80,7 +80,8 @@ def main() -> None:
            "pred_len": tags["horizon"], "method": params.get("intervals/method", params.get("intervals.method", "")),
            "calibration_windows": metric("calibration_windows", 0), "test_windows": metric("windows", 0),
            **{f"{k}_{level}": metric(f"{k}_{level}") for level in LEVELS for k in ("coverage", "width", "winkler", "msis")},
-           "wql": metric("wql"), "mse": metric("mse"), "mae": metric("mae"), "seconds": f"{wall:.0f}", "threads": "1",
+           "wql": metric("wql"), "mse": metric("mse"), "mae": metric("mae"), "mae_orig": metric("mae_orig"),
+           "calibration_mae_orig": metric("calibration_mae_orig"), "seconds": f"{wall:.0f}", "threads": "1",
            "load_1min": load, "notes": args.notes, "command": tracking.shell_join(command), "machine": records.machine(),
            "date": dt.date.today().isoformat()}
     records.append_row(Path(args.csv), COLUMNS, row)

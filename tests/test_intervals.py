@@ -194,3 +194,38 @@ def test_adapt_alphas_widens_after_misses_and_narrows_after_easy_windows():
     assert (adapted >= nominal).all() and (adapted > nominal).any()
     with pytest.raises(ConfigError, match="aci.gamma"):
         intervals.adapt_alphas(cal, np.zeros_like(loud), loud, [90], gamma=0)
+
+
+# ------------------------------------------------------------------ the backtest
+def test_backtest_bands_use_only_rows_before_each_refits_cutoff(tmp_path, monkeypatch):
+    """Each refit calibrates on its own validation windows: changing every row from the first
+    cutoff on leaves the first refit's bands as they were and changes the second's (whose
+    validation windows lie after that row), so the check can fail."""
+    from forecast import api
+    from tests.helpers import sinusoid_frame
+
+    monkeypatch.chdir(tmp_path)
+    frame = sinusoid_frame(n=800, channels=2, period=24, noise=0.3)
+    path = tmp_path / "syn.csv"
+    frame.to_csv(path, index=False)
+    common = ["data=csv", "data.seq_len=48", "data.pred_len=12", "model=seasonalnaive", "logger=none", "num_threads=1",
+              "trainer.enable_progress_bar=false"]
+    settings = {"windows": 4, "refit": 2, "step": 24, "start": 600}
+    clean = api.backtest(*common, f"data.path={path}", **settings)
+    changed = frame.copy()
+    changed.loc[600:, ["ch0", "OT"]] += np.random.default_rng(7).normal(0, 3, (200, 2))
+    other = tmp_path / "changed.csv"
+    changed.to_csv(other, index=False)
+    dirty = api.backtest(*common, f"data.path={other}", **settings)
+
+    names = ["seasonalnaive-lo-80", "seasonalnaive-hi-80", "seasonalnaive-lo-95", "seasonalnaive-hi-95"]
+    assert set(names) <= set(clean.columns)
+    assert (clean["seasonalnaive-lo-95"] <= clean["seasonalnaive-lo-80"]).all()
+    assert (clean["seasonalnaive-hi-80"] <= clean["seasonalnaive-hi-95"]).all()
+    cutoffs = sorted(clean["cutoff"].unique())
+    first = clean["cutoff"].isin(cutoffs[:2])
+    width = {k: (t["seasonalnaive-hi-80"] - t["seasonalnaive"]).to_numpy() for k, t in (("clean", clean), ("dirty", dirty))}
+    np.testing.assert_allclose(width["clean"][first.to_numpy()], width["dirty"][first.to_numpy()], rtol=1e-12)
+    assert not np.allclose(width["clean"][~first.to_numpy()], width["dirty"][~first.to_numpy()])
+    steps = clean.attrs["metrics"].query("level == 'step'")
+    assert len(steps) == 12 and steps["coverage_80"].between(0, 1).all() and (steps["width_95"] > steps["width_80"]).all()
