@@ -35,8 +35,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--csv", default=str(REPO / "benchmarks" / "intervals.csv"))
     parser.add_argument("--notes", default="")
+    parser.add_argument("--render", action="store_true", help="print the CSV's rows as the markdown table of docs/intervals.md")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.render:
+        print(render(Path(args.csv)))
+        return
 
     import torch
 
@@ -86,6 +90,22 @@ def main() -> None:
            "date": dt.date.today().isoformat()}
     records.append_row(Path(args.csv), COLUMNS, row)
     print({k: row[k] for k in ("model", "pred_len", "method", "coverage_80", "coverage_95", "msis_95", "wql", "seconds")})
+
+
+def render(path: Path) -> str:
+    """The rows of ``path`` as a markdown table: coverage in percent, widths and MSIS as recorded."""
+    import pandas as pd
+
+    rows = pd.read_csv(path)
+    lines = ["| model | features | pred_len | method | coverage 80 | width 80 | MSIS 80 | coverage 95 | width 95 | MSIS 95 "
+             "| wQL | test MAE | calibration MAE | load |", "|" + "---|" * 14]
+    for r in rows.itertuples():
+        cal = "" if pd.isna(r.calibration_mae_orig) else f"{r.calibration_mae_orig:.3f}"
+        mae = "" if pd.isna(r.mae_orig) else f"{r.mae_orig:.3f}"
+        lines.append(f"| {r.model} | {r.features} | {r.pred_len} | {r.method} | {100 * r.coverage_80:.1f} % | {r.width_80:.2f} "
+                     f"| {r.msis_80:.2f} | {100 * r.coverage_95:.1f} % | {r.width_95:.2f} | {r.msis_95:.2f} | {r.wql:.4f} "
+                     f"| {mae} | {cal} | {r.load_1min.split(' ')[0]} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
