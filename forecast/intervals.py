@@ -46,6 +46,7 @@ METHODS = ("conformal_error", "conformal_quantile")
 NATIVE = "native"
 CALIBRATIONS = ("val",)
 WQL_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # gluonts' default grid
+WQL_LEVELS = (20, 40, 60, 80)  # the central bands whose bounds are that grid (0.5: the point forecast)
 FILE = "intervals.npz"
 
 

@@ -189,11 +189,16 @@ def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDa
     """Calibrate the tested weights (``module.calibration``, stored with the logged model) and
     score their intervals on the test windows: ``test/coverage_<L>``, ``test/width_<L>``,
     ``test/winkler_<L>``, ``test/msis_<L>``, ``test/wql``. ``native``: the network's own
-    intervals instead (``wql`` over the quantiles the levels give, the point forecast as median)."""
+    intervals instead (``wql`` over the same quantile grid, from its bands at levels 20, 40, 60
+    and 80 and the point forecast as the median)."""
     if settings["method"] == intervals.NATIVE:
         module.test_outputs = []
-        pred, actual, bands = native_bands(module, datamodule, "test", settings["levels"])
-        scores = intervals.interval_metrics(actual, bands, datamodule.mase_scale, intervals.band_quantiles(pred, bands))
+        # the levels 20, 40, 60 and 80 besides the asked ones give the quantiles 0.1 … 0.9 of the wQL grid
+        grid = sorted(set(settings["levels"]) | set(intervals.WQL_LEVELS))
+        pred, actual, every = native_bands(module, datamodule, "test", grid)
+        bands = {level: every[level] for level in settings["levels"]}
+        quantiles = intervals.band_quantiles(pred, {level: every[level] for level in intervals.WQL_LEVELS})
+        scores = intervals.interval_metrics(actual, bands, datamodule.mase_scale, quantiles)
         scores["windows"] = float(len(pred))
         return {f"test/{k}": v for k, v in scores.items()}
     module.calibration = calibrate(settings, module, datamodule)
