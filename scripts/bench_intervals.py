@@ -102,8 +102,9 @@ def render(path: Path) -> str:
     for r in rows.itertuples():
         cal = "" if pd.isna(r.calibration_mae_orig) else f"{r.calibration_mae_orig:.3f}"
         mae = "" if pd.isna(r.mae_orig) else f"{r.mae_orig:.3f}"
+        wql = "" if pd.isna(r.wql) else f"{r.wql:.4f}"
         lines.append(f"| {r.model} | {r.features} | {r.pred_len} | {r.method} | {100 * r.coverage_80:.1f} % | {r.width_80:.2f} "
-                     f"| {r.msis_80:.2f} | {100 * r.coverage_95:.1f} % | {r.width_95:.2f} | {r.msis_95:.2f} | {r.wql:.4f} "
+                     f"| {r.msis_80:.2f} | {100 * r.coverage_95:.1f} % | {r.width_95:.2f} | {r.msis_95:.2f} | {wql} "
                      f"| {mae} | {cal} | {r.load_1min.split(' ')[0]} |")
     return "\n".join(lines)
 
