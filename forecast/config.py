@@ -49,6 +49,16 @@ class PaperQuirks:
 
 
 @dataclass
+class IntervalsConfig:
+    """Prediction intervals (``intervals:``; see ``docs/intervals.md``)."""
+
+    method: Optional[str] = "conformal_error"  # conformal_error | conformal_quantile | native | null (none)
+    levels: List[Any] = field(default_factory=lambda: [80, 95])  # coverage levels in percent, integers 1-99
+    calibration: str = "val"                   # the calibration windows: val (every window of the validation split)
+    aci_gamma: float = 0.005                   # adaptive conformal inference's step (predict.py with actuals)
+
+
+@dataclass
 class TrainConfig:
     """Run-level keys of ``conf/train.yaml``."""
 
@@ -68,6 +78,7 @@ class TrainConfig:
     init_from: Optional[str] = None
     paper_compat: bool = False
     paper_quirks: PaperQuirks = field(default_factory=PaperQuirks)
+    intervals: IntervalsConfig = field(default_factory=IntervalsConfig)
     recommends: Dict[str, str] = field(default_factory=dict)  # set by the model file: see model_recommendations()
     plot_windows: int = 3
     record: Optional[str] = None
@@ -122,6 +133,14 @@ class PredictData:
 
 
 @dataclass
+class PredictACI:
+    """Adaptive conformal inference of ``predict.py`` on the history's own latest windows."""
+
+    windows: int = 0                 # 0: off; k: adapt the levels on the last k horizon-long windows of the history
+    gamma: Optional[float] = None    # the step; null: the model's intervals.aci_gamma (0.005)
+
+
+@dataclass
 class PredictConfig:
     """Keys of ``conf/predict.yaml`` (``python predict.py``)."""
 
@@ -129,6 +148,8 @@ class PredictConfig:
     data: PredictData = field(default_factory=PredictData)
     output: str = "forecast.csv"
     tracking_uri: Optional[str] = None
+    levels: Optional[List[Any]] = None  # interval levels; null: the model's own (none if it has no intervals)
+    aci: PredictACI = field(default_factory=lambda: PredictACI())
 
 
 @dataclass

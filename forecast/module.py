@@ -59,6 +59,12 @@ class ForecastModule(pl.LightningModule):
         # Epoch means of the loss, accumulated here and logged once per epoch: a per-step
         # self.log costs about as much as a DLinear step on a CPU.
         self.losses = nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("train", *EVAL_STAGES)})
+        # the test forecasts and targets (scaled, on the host), kept when ``keep_test`` is set: the
+        # interval metrics are computed from them without forecasting the test split again
+        self.keep_test = False
+        self.test_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # the conformal calibration (forecast.intervals.Calibration) stored with the logged model
+        self.calibration = None
 
     @property
     def trainable(self) -> bool:
@@ -76,6 +82,8 @@ class ForecastModule(pl.LightningModule):
         self.losses[f"{stage}_loss"].update(loss.detach(), weight=target.shape[0])
         if stage in self.metrics:
             self.metrics[stage].update(pred, target)
+        if stage == "test" and self.keep_test:
+            self.test_outputs.append((pred.detach().float().cpu(), target.detach().float().cpu()))
         return loss
 
     def training_step(self, batch, batch_idx):

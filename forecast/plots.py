@@ -28,6 +28,8 @@ def forecast_figure(windows: list[dict], channels: list[str], title: str = "") -
     Each window is a dict of ``history_dates``, ``history [L, C]``, ``dates``, ``actual [H, C]``,
     ``forecast [H, C]``, on the original scale; ``channels`` names the ``C`` columns drawn.
     ``forecast`` may be a dict ``{label: [H, C]}`` to draw several models' forecasts.
+    ``bands`` (optional, with a single forecast): ``{level: (lo [H, C], hi [H, C])}``, drawn as
+    shaded prediction intervals (the widest palest).
     """
     n_rows, n_cols = len(windows), len(channels)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.5 * n_cols, 2.6 * n_rows), squeeze=False, sharex="row")
@@ -38,6 +40,7 @@ def forecast_figure(windows: list[dict], channels: list[str], title: str = "") -
             ax.plot(window["dates"], window["actual"][:, c], color="black", lw=1.2, label="actual")
             forecasts = window["forecast"] if isinstance(window["forecast"], dict) else {"forecast": window["forecast"]}
             for (label, forecast), color in zip(forecasts.items(), FORECAST_COLOURS * len(forecasts)):
+                draw_bands(ax, window["dates"], window.get("bands"), c, color)
                 ax.plot(window["dates"], forecast[:, c], color=color, lw=1.4, label=label)
             ax.axvline(window["dates"][0], color="0.8", lw=0.8, ls="--")
             if r == 0:
@@ -52,6 +55,18 @@ def forecast_figure(windows: list[dict], channels: list[str], title: str = "") -
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def draw_bands(ax, dates, bands: dict | None, channel: int, color: str) -> None:
+    """Shade the prediction intervals ``{level: (lo [H, C], hi [H, C])}`` of one channel, the
+    widest first and palest, each labelled ``<level>%``."""
+    if not bands:
+        return
+    levels = sorted(bands, reverse=True)
+    for i, level in enumerate(levels):
+        lo, hi = bands[level]
+        ax.fill_between(dates, np.asarray(lo)[:, channel], np.asarray(hi)[:, channel], color=color,
+                        alpha=0.15 + 0.15 * i / max(len(levels) - 1, 1), lw=0, label=f"{level}%")
 
 
 def decomposition_figure(dates, parts: dict[str, np.ndarray], channels: list[str], title: str = "") -> plt.Figure:

@@ -10,7 +10,11 @@ What a logged model carries (artifacts, next to MLflow's ``MLmodel``):
 * ``scaler.json``: the input channels in order (target last), and the per-channel ``mean`` and
   ``std`` of the z-score fitted on the training split;
 * ``data.json``: the lineage of the training data (file, SHA-256, rows, split borders, repairs)
-  and its frequency.
+  and its frequency;
+* ``intervals.npz`` (when the run calibrated intervals): the raw conformal scores per
+  validation window, horizon step and channel, with the method and default levels
+  (:class:`forecast.intervals.Calibration`), so that any level is served without recomputing
+  anything; a model logged without it forecasts points only.
 
 **The input contract** (the same for ``predict.py`` and a served model, checked by the same
 function, :func:`forecast.data.sources.validate_frame`): a table with the date column and
@@ -25,7 +29,9 @@ MLflow's schema enforcement (which drops extra columns and casts booleans) does 
 this contract; the contract itself is in the model's metadata (``input_contract``).
 
 Output: a DataFrame with the ``pred_len`` future timestamps and one column per forecast channel
-(all channels in M mode, the target in S/MS), in the data's units. A forecast that is not finite
+(all channels in M mode, the target in S/MS), in the data's units, followed (for a model with
+intervals) by ``<channel>-lo-<level>`` and ``<channel>-hi-<level>`` for each channel and level
+(neuralforecast's naming; the levels of the model's metadata, or ``params={"levels": [...]}``). A forecast that is not finite
 is never returned: the request fails with :class:`ForecastFailed`.
 """
 
@@ -52,7 +58,8 @@ from forecast.data import problems
 from forecast.data.scaling import StandardScaler
 from forecast.data.sources import Expectation, TimeSeriesTable, load_table, validate_frame
 from forecast.data.timefeatures import time_features
-from forecast.errors import DataError, ForecastError
+from forecast import intervals
+from forecast.errors import ConfigError, DataError, ForecastError
 
 ARTIFACTS = ("network", "config", "scaler", "data")
 MODEL_NAME = "model"  # the name of the logged model inside its run
@@ -189,7 +196,34 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
         )
         self.lineage = data
         self.network = load_network(artifacts["network"], cfg)
+        # models logged before intervals existed (or without them) carry no calibration
+        self.calibration = intervals.Calibration.load(artifacts["intervals"]) if artifacts.get("intervals") else None
         return self
+
+    @property
+    def levels(self) -> list[int]:
+        """The levels a forecast carries by default (none without a calibration)."""
+        return list(self.calibration.levels) if self.calibration is not None else []
+
+    def with_bands(self, result: pd.DataFrame, levels=None, alphas: dict | None = None) -> pd.DataFrame:
+        """``result`` with the ``<channel>-lo-<level>``/``-hi-<level>`` columns of the stored
+        calibration (``levels``: these instead of the model's default ones)."""
+        if self.calibration is None:
+            if levels:
+                raise RequestError(f"levels={list(levels)}: this model was logged without intervals (no calibration). "
+                                   "Fix: drop levels, or retrain with intervals.method=conformal_error.")
+            return result
+        outputs = self.spec.outputs
+        pred = result[outputs].to_numpy(dtype=np.float64)
+        try:
+            bands = self.calibration.bands(pred, levels if levels else None, alphas)
+        except ConfigError as error:
+            raise RequestError(str(error)) from None
+        columns = {}
+        for j, name in enumerate(outputs):
+            for level, (lo, hi) in bands.items():
+                columns[f"{name}-lo-{level}"], columns[f"{name}-hi-{level}"] = lo[:, j], hi[:, j]
+        return pd.concat([result, pd.DataFrame(columns, index=result.index)], axis=1)
 
     def forecast(self, dates: pd.DatetimeIndex, values: np.ndarray) -> pd.DataFrame:
         """Forecast from exactly ``seq_len`` rows ``values [L, C]`` (data units, model order)."""
@@ -208,9 +242,10 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
         result.insert(0, spec.date_col, future.as_unit("ns"))
         return result
 
-    def forecast_table(self, table: TimeSeriesTable, source: str) -> pd.DataFrame:
-        """The forecast after a validated table's last ``seq_len`` rows; :class:`ForecastFailed`
-        rather than a forecast with NaN or infinite values."""
+    def forecast_table(self, table: TimeSeriesTable, source: str, levels=None, alphas: dict | None = None) -> pd.DataFrame:
+        """The forecast after a validated table's last ``seq_len`` rows, with its intervals
+        (:meth:`with_bands`); :class:`ForecastFailed` rather than a forecast with NaN or infinite
+        values."""
         result = self.forecast(table.dates[-self.spec.seq_len:], table.values[-self.spec.seq_len:])
         values = result[self.spec.outputs].to_numpy()
         bad = ~np.isfinite(values)
@@ -222,15 +257,21 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
                 f"{', '.join(map(str, steps[:5]))}{' …' if len(steps) > 5 else ''}, so no forecast is returned. The history "
                 "passed every input check, so the network itself produced it. Fix: look for extreme values in the "
                 "history's last rows; if there are none, the model is broken: forecast with another version.")
-        return result
+        return self.with_bands(result, levels, alphas)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         source = input_source()
+        levels = None
+        if params and params.get("levels") is not None:
+            try:
+                levels = intervals.check_levels(params["levels"], "params.levels")
+            except ConfigError as error:
+                raise RequestError(str(error)) from None
         try:
             table = self.spec.read_frame(model_input, problems.request(source))
         except DataError as error:
             raise RequestError(str(error)) from None
-        return self.forecast_table(table, source)
+        return self.forecast_table(table, source, levels)
 
 
 def load_network(path: str, cfg: DictConfig) -> torch.nn.Module:
@@ -251,7 +292,7 @@ def load_network(path: str, cfg: DictConfig) -> torch.nn.Module:
 
 
 def write_artifacts(folder: Path, network: torch.nn.Module, trainable: bool, cfg: DictConfig, datamodule,
-                    lineage: dict) -> dict[str, str]:
+                    lineage: dict, calibration=None) -> dict[str, str]:
     """The files of the pyfunc model (see the module docstring); returns ``{name: path}``."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {name: folder / f"{name}{ext}" for name, ext in zip(ARTIFACTS, (".pt", ".yaml", ".json", ".json"))}
@@ -264,6 +305,8 @@ def write_artifacts(folder: Path, network: torch.nn.Module, trainable: bool, cfg
         "std": np.asarray(datamodule.scaler.std, dtype=np.float64).tolist(),
     }, indent=1))
     paths["data"].write_text(json.dumps(lineage, indent=1))
+    if calibration is not None:
+        paths["intervals"] = calibration.save(folder / intervals.FILE)
     return {name: str(p) for name, p in paths.items()}
 
 
@@ -297,11 +340,15 @@ def signature(output: pd.DataFrame):
     """The model signature: its output only. With an input schema MLflow would enforce it before
     the model sees a request (dropping extra columns, casting booleans to numbers, refusing a
     CSV body's text timestamps with a stack trace); the input contract is checked by the model
-    itself, the same way as ``predict.py`` checks a file, and stated in the metadata."""
+    itself, the same way as ``predict.py`` checks a file, and stated in the metadata. One
+    parameter, ``levels`` (a list of integers), asks for other interval levels than the model's."""
     from mlflow.models import infer_signature
     from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec
 
-    return ModelSignature(inputs=None, outputs=infer_signature(output).inputs)
+    # params={"levels": [50, 90]}: other interval levels than the model's ([]: the model's own)
+    params = ParamSchema([ParamSpec("levels", "long", [], (-1,))])
+    return ModelSignature(inputs=None, outputs=infer_signature(output).inputs, params=params)
 
 
 def log_model(cfg: DictConfig, module, datamodule, lineage: dict, tags: dict | None = None):
@@ -309,7 +356,7 @@ def log_model(cfg: DictConfig, module, datamodule, lineage: dict, tags: dict | N
     and an input example (checked by MLflow against the model); returns MLflow's ``ModelInfo``."""
     network = module.network
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = write_artifacts(Path(tmp), network, module.trainable, cfg, datamodule, lineage)
+        artifacts = write_artifacts(Path(tmp), network, module.trainable, cfg, datamodule, lineage, module.calibration)
         model = ForecastModel().load(artifacts)
         example = input_example(datamodule)
         output = model.predict(None, example)
@@ -326,7 +373,8 @@ def log_model(cfg: DictConfig, module, datamodule, lineage: dict, tags: dict | N
                 return mlflow.pyfunc.log_model(
                     name=MODEL_NAME, python_model=ForecastModel(), artifacts=artifacts,
                     signature=signature(output), input_example=example, pip_requirements=requirements(), tags=tags,
-                    metadata={"input_contract": model.spec.contract()},
+                    metadata={"input_contract": model.spec.contract(),
+                              **({"intervals": module.calibration.metadata()} if module.calibration is not None else {})},
                 )
         finally:
             mlflow_log.removeFilter(quiet)

@@ -200,7 +200,9 @@ def test_interpolated_gaps_are_refused_as_a_leak(series):
 def test_two_models_share_cutoffs_one_row_per_series_ds_cutoff(series):
     table = api.backtest(*series["common"], "models=[dlinear,seasonalnaive]", "trainer.max_epochs=1", windows=4,
                          refit=2)
-    assert list(table.columns) == ["series", "ds", "cutoff", "y", "dlinear", "seasonalnaive"]
+    bands = [f"{side}-{level}" for level in (80, 95) for side in ("lo", "hi")]  # the default intervals
+    assert list(table.columns) == ["series", "ds", "cutoff", "y", "dlinear", *[f"dlinear-{b}" for b in bands],
+                                   "seasonalnaive", *[f"seasonalnaive-{b}" for b in bands]]
     assert len(table) == 4 * H * 2 and not table.isna().any().any()
     assert not table.duplicated(["series", "ds", "cutoff"]).any()
     assert (table["ds"] > table["cutoff"]).all()
@@ -321,7 +323,8 @@ def test_cli_refuses_bad_input_in_one_line_and_runs_a_classical_backtest(series)
                           cwd=series["tmp"], capture_output=True, text=True, timeout=300)
     assert good.returncode == 0, good.stderr[-2000:]
     table = pd.read_parquet(series["tmp"] / "out" / "backtest.parquet")
-    assert list(table.columns) == ["series", "ds", "cutoff", "y", "seasonalnaive"] and len(table) == 3 * H * 2
+    bands = [f"seasonalnaive-{side}-{level}" for level in (80, 95) for side in ("lo", "hi")]  # the default intervals
+    assert list(table.columns) == ["series", "ds", "cutoff", "y", "seasonalnaive", *bands] and len(table) == 3 * H * 2
     # seasonal naive repeats the last 24 values before each cutoff
     values = series["frame"].set_index("date")
     first = table[table["cutoff"] == table["cutoff"].min()]

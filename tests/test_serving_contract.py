@@ -405,3 +405,96 @@ def test_predict_py_writes_under_outputs_by_default_and_no_artifact(store, tmp_p
     assert refused.stderr.strip() == (f"error: {path}: column 'OT' has infinite values at line 52. Fix: replace them "
                                       "with numbers, or empty those cells and set data.fill=ffill|interpolate.")
     assert not (tmp_path / "refused").exists() and snapshot(store["artifacts"]) == before
+
+
+# ------------------------------------------------------------------ prediction intervals
+def _band_names(outputs, levels):
+    return [f"{c}-{side}-{level}" for c in outputs for level in levels for side in ("lo", "hi")]
+
+
+def test_the_served_model_returns_interval_columns_over_http(store, served):
+    """The default run calibrates conformal_error intervals at 80 and 95 on its validation
+    windows: every channel gets -lo-/-hi- columns around its forecast, the same as in process."""
+    frame = history()
+    response = post(served, body(frame))
+    assert response.status_code == 200, response.text[:500]
+    answer = pd.DataFrame(response.json()["predictions"])
+    channels = list(frame.columns.drop("date"))
+    assert list(answer.columns) == ["date", *channels, *_band_names(channels, (80, 95))]
+    for c in channels:
+        lo95, lo80, point, hi80, hi95 = (answer[k].to_numpy() for k in (f"{c}-lo-95", f"{c}-lo-80", c, f"{c}-hi-80", f"{c}-hi-95"))
+        assert (lo95 <= lo80).all() and (lo80 < point).all() and (point < hi80).all() and (hi80 <= hi95).all()
+    in_process = load_model(MODEL)[0].predict(frame)
+    np.testing.assert_array_equal(answer.drop(columns="date").to_numpy(), in_process.drop(columns="date").to_numpy())
+    other = post(served, json.dumps({**json.loads(body(frame)), "params": {"levels": [50]}}))
+    assert other.status_code == 200, other.text[:500]
+    assert list(pd.DataFrame(other.json()["predictions"]).columns) == ["date", *channels, *_band_names(channels, [50])]
+
+
+@pytest.mark.parametrize("levels", [[0], [100], [150]])
+def test_bad_levels_over_http_are_400_with_the_fix(store, served, levels):
+    response = post(served, json.dumps({**json.loads(body(history())), "params": {"levels": levels}}))
+    assert response.status_code == 400
+    assert "params.levels" in response.json()["message"] and "Fix:" in response.json()["message"]
+
+
+def test_bands_round_trip_through_mlflow(store, tmp_path):
+    """The bands a loaded model serves are the stored scores' finite-sample quantiles, worked
+    out here from the logged intervals.npz with numpy alone."""
+    model, impl = load_model(MODEL)
+    assert model.metadata.metadata["intervals"]["method"] == "conformal_error"
+    assert model.metadata.metadata["intervals"]["levels"] == [80, 95]
+    folder = mlflow.artifacts.download_artifacts(artifact_uri=MODEL, dst_path=str(tmp_path))  # into tmp, not the store
+    scores = np.load(Path(folder) / "artifacts" / "intervals.npz")["scores"].astype(np.float64)  # [N, H, C] |y - ŷ|
+    n = scores.shape[0]
+    answer = model.predict(history())
+    outputs = impl.spec.outputs
+    for level in (80, 95):
+        k = -(-(n + 1) * level // 100)                                       # ⌈(n + 1)·level / 100⌉
+        q = np.sort(scores, axis=0)[k - 1]                                   # [H, C]
+        for j, c in enumerate(outputs):
+            np.testing.assert_allclose(answer[f"{c}-hi-{level}"] - answer[c], q[:, j], rtol=1e-6, atol=1e-9)
+            np.testing.assert_allclose(answer[c] - answer[f"{c}-lo-{level}"], q[:, j], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("levels", ["[0]", "[100]", "[150]", "[abc]"])
+def test_predict_py_refuses_bad_levels(store, tmp_path, levels):
+    from forecast.pipelines.predict import run as predict
+
+    path = tmp_path / "history.csv"
+    history().to_csv(path, index=False)
+    with pytest.raises(ConfigError, match="levels.*Fix"):
+        predict(predict_cfg(path, tmp_path / "out.csv", f"levels={levels}"))
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_predict_py_writes_interval_columns(store, tmp_path):
+    from forecast.pipelines.predict import run as predict
+
+    path = tmp_path / "history.csv"
+    history().to_csv(path, index=False)
+    out = predict(predict_cfg(path, tmp_path / "out.csv", "levels=[90]"))
+    written = pd.read_csv(out["output"])
+    channels = list(history().columns.drop("date"))
+    assert list(written.columns) == ["date", *channels, *_band_names(channels, [90])]
+    assert out["figure"].is_file()
+
+
+def test_predict_py_adapts_the_levels_on_the_historys_latest_windows(store, tmp_path):
+    """aci.windows=3: the last three 24-step windows of a 200-row history are forecast and
+    scored; each level's band is then the calibration's at the adapted miscoverage."""
+    from forecast.pipelines.predict import run as predict
+
+    path = tmp_path / "history.csv"
+    history(200).to_csv(path, index=False)
+    plain = predict(predict_cfg(path, tmp_path / "plain.csv"))
+    adapted = predict(predict_cfg(path, tmp_path / "aci.csv", "aci.windows=3", "aci.gamma=0.05"))
+    assert plain["alphas"] is None and sorted(adapted["alphas"]) == [80, 95]
+    for level, alpha in adapted["alphas"].items():
+        assert alpha != pytest.approx(1 - level / 100)  # three windows moved it
+        width = {k: (r["forecast"]["OT-hi-" + str(level)] - r["forecast"]["OT-lo-" + str(level)]).to_numpy()
+                 for k, r in (("plain", plain), ("aci", adapted))}
+        if alpha < 1 - level / 100:
+            assert (width["aci"] >= width["plain"] - 1e-9).all()
+        else:
+            assert (width["aci"] <= width["plain"] + 1e-9).all()

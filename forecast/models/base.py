@@ -19,7 +19,8 @@ named instead of the network silently getting no config schema):
 
 Optional hooks, with their defaults below: :meth:`Network.fit_training`,
 :meth:`Network.diagnostics`, :meth:`Network.training_decomposition`,
-:meth:`Network.param_groups`, :meth:`Network.iteration_counts`. For the model suite only:
+:meth:`Network.param_groups`, :meth:`Network.iteration_counts`, :meth:`Network.native_intervals`.
+For the model suite only:
 :attr:`Network.small_config` and :meth:`Network.parameters_without_gradient`.
 
 Discovery: every public subclass of :class:`Network` defined in a module of
@@ -43,7 +44,7 @@ REQUIRED_ATTRIBUTES = {
     "channel_independent": "True if each output channel depends only on the same input channel, else False",
 }
 HOOKS = ("fit_training", "diagnostics", "training_decomposition", "param_groups", "iteration_counts",
-         "parameters_without_gradient")
+         "parameters_without_gradient", "native_intervals")
 
 
 class ContractError(TypeError):
@@ -98,6 +99,13 @@ class Network(nn.Module):
         input (D-PAD's sifting: steps per component and series); the speed benchmark reports
         their mean and maximum. Default: none."""
         return []
+
+    def native_intervals(self, x: torch.Tensor, levels: list[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]] | None:
+        """The network's own prediction intervals (``intervals.method=native``): ``{level: (lo,
+        hi)}``, each ``[B, H, C]`` on the z-scored scale like ``forward``, for the input windows
+        ``x [B, L, C]``; ``None``: the network has none (statsmodels-backed baselines such as
+        ARIMA and ETS do). Default: ``None``."""
+        return None
 
     def parameters_without_gradient(self) -> set[str]:
         """Names of trainable parameters that get no gradient by construction (kept as in the

@@ -41,7 +41,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from forecast import evaluation, plots, tracking  # plots sets the Agg backend before pyplot is used
+from forecast import evaluation, intervals, plots, tracking  # plots sets the Agg backend before pyplot is used
 from forecast.config import CONF_DIR
 from forecast.data.datamodule import ForecastDataModule
 from forecast.errors import ConfigError, DataError
@@ -357,13 +357,22 @@ class Refit:
     weights: str | None = None
     run_id: str | None = None
     diagnostics: dict = field(default_factory=dict)
+    calibration: intervals.Calibration | None = None  # conformal scores of its validation windows
 
 
-def long_table(plan: Plan, cutoffs: list[int], predictions: dict[str, np.ndarray]) -> pd.DataFrame:
+def interval_settings(cfg: DictConfig) -> dict:
+    """A model's ``intervals:`` settings (``{}``: none); ``native`` ones are not backtested."""
+    settings = intervals.check_settings(cfg.get("intervals"))
+    return settings if settings.get("method") in intervals.METHODS else {}
+
+
+def long_table(plan: Plan, cutoffs: list[int], predictions: dict[str, np.ndarray],
+               bands: dict[str, dict] | None = None) -> pd.DataFrame:
     """``series, ds, cutoff, y, <model>…``: one row per forecast channel, cutoff and horizon step
     (series, then cutoff, then ``ds`` in order). ``cutoff`` is the last timestamp the models saw
     (neuralforecast's convention: every ``ds`` is after it); ``y`` and the forecasts are in the
-    data's units."""
+    data's units. ``bands``: ``{model: {level: (lo, hi)}}`` adds ``<model>-lo-<level>`` and
+    ``<model>-hi-<level>`` after each model's column."""
     dates, h, c = plan.dates, plan.horizon, len(plan.outputs)
     rows = np.asarray(cutoffs)[:, None] + np.arange(h)                         # [W, H] forecast rows
     w = len(cutoffs)
@@ -375,8 +384,13 @@ def long_table(plan: Plan, cutoffs: list[int], predictions: dict[str, np.ndarray
         "cutoff": np.tile(np.repeat(dates[np.asarray(cutoffs) - 1].values, h), c),
         "y": actual.transpose(2, 0, 1).reshape(-1),
     })
+    def flat(values):
+        return np.asarray(values, dtype=np.float64).transpose(2, 0, 1).reshape(-1)
+
     for label, pred in predictions.items():
-        frame[label] = np.asarray(pred, dtype=np.float64).transpose(2, 0, 1).reshape(-1)
+        frame[label] = flat(pred)
+        for level, (lo, hi) in sorted(((bands or {}).get(label) or {}).items()):
+            frame[f"{label}-lo-{level}"], frame[f"{label}-hi-{level}"] = flat(lo), flat(hi)
     return frame
 
 
@@ -426,6 +440,9 @@ def refit(entry: Entry, plan: Plan, cfg: DictConfig, index: int, group: list[int
         pred = datamodule.target_scaler.inverse_transform(scaled)
         result = Refit(pred, np.asarray(datamodule.target_scaler.std, dtype=np.float64),
                        np.asarray(datamodule.mase_scale, dtype=np.float64), diagnostics=module.network.diagnostics())
+        settings = interval_settings(cfg)
+        if settings:  # calibrated on this refit's own validation windows: rows before its cutoff
+            result.calibration = steps.calibrate(settings, module, datamodule)
         if entry.cfg.backtest.warm_start and module.trainable:
             folder.mkdir(parents=True, exist_ok=True)
             result.weights = str(folder / "network.pt")
@@ -447,6 +464,8 @@ def log_refit(logger, plan: Plan, label: str, group: list[int], result: Refit) -
     client, run_id = logger.experiment, logger.run_id
     actual = evaluation.actuals_at(plan.datamodule.table, group, plan.horizon, plan.outputs)
     scores = evaluation.score(result.pred, actual, result.std, result.mase_scale, evaluation.ALL_METRICS)
+    if result.calibration is not None:
+        scores.update(intervals.evaluate(result.calibration, result.pred, actual, result.mase_scale))
     for key, value in scores.items():
         if np.isfinite(value):
             client.log_metric(run_id, f"backtest/{key}", value)
@@ -454,8 +473,11 @@ def log_refit(logger, plan: Plan, label: str, group: list[int], result: Refit) -
         client.log_metric(run_id, f"backtest/{key}", float(value))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "predictions.parquet"
-        long_table(plan, group, {label: result.pred}).to_parquet(path, index=False)
+        bands = {label: result.calibration.bands(result.pred)} if result.calibration is not None else None
+        long_table(plan, group, {label: result.pred}, bands).to_parquet(path, index=False)
         client.log_artifact(run_id, str(path))
+        if result.calibration is not None:
+            client.log_artifact(run_id, str(result.calibration.save(Path(tmp) / intervals.FILE)))
         if result.weights:
             client.log_artifact(run_id, result.weights)
     client.log_dict(run_id, {"std": result.std.tolist(), "mase_scale": result.mase_scale.tolist(),
@@ -474,9 +496,14 @@ def read_refit(cfg: DictConfig, run, plan: Plan, label: str, group: list[int], f
     scale = json.loads(_artifact(client, run.info.run_id, "scale.json", folder).read_text())
     pred = from_long(frame, label, len(group), plan.horizon, len(plan.outputs))
     weights = None
-    if cfg.backtest.warm_start and "network.pt" in [a.path for a in client.list_artifacts(run.info.run_id)]:
+    logged = [a.path for a in client.list_artifacts(run.info.run_id)]
+    if cfg.backtest.warm_start and "network.pt" in logged:
         weights = str(_artifact(client, run.info.run_id, "network.pt", folder))
-    return Refit(pred, np.asarray(scale["std"]), np.asarray(scale["mase_scale"]), weights, run.info.run_id)
+    calibration = None
+    if intervals.FILE in logged and interval_settings(cfg):
+        calibration = intervals.Calibration.load(_artifact(client, run.info.run_id, intervals.FILE, folder))
+    return Refit(pred, np.asarray(scale["std"]), np.asarray(scale["mase_scale"]), weights, run.info.run_id,
+                 calibration=calibration)
 
 
 # ------------------------------------------------------------------ one model
@@ -490,6 +517,8 @@ class ModelResult:
     refits_run: int           # refits trained (or prepared) by this call
     refits_read: int          # refits read back from a resumed run
     seconds: float
+    bands: dict = field(default_factory=dict)      # {level: (lo, hi)} [W, H, C], each refit's own calibration
+    quantiles: dict = field(default_factory=dict)  # {tau: [W, H, C]}: the wQL grid
 
 
 def backtest_model(entry: Entry, plan: Plan, parent: str | None) -> ModelResult:
@@ -502,6 +531,9 @@ def backtest_model(entry: Entry, plan: Plan, parent: str | None) -> ModelResult:
     w, c = len(plan.cutoffs), len(plan.outputs)
     pred = np.full((w, plan.horizon, c), np.nan)
     std, scale = np.ones((w, c)), np.ones((w, c))
+    settings = interval_settings(cfg)
+    bands = {level: (np.full_like(pred, np.nan), np.full_like(pred, np.nan)) for level in settings.get("levels", [])}
+    quantiles = {tau: np.full_like(pred, np.nan) for tau in (intervals.WQL_QUANTILES if settings else ())}
     ident = backtest_id(entry, plan)
     logger, done = None, {}
     if logging_on(cfg):
@@ -537,12 +569,21 @@ def backtest_model(entry: Entry, plan: Plan, parent: str | None) -> ModelResult:
                     trained += 1
                 span = slice(position, position + len(group))
                 pred[span], std[span], scale[span] = result.pred, result.std, result.mase_scale
+                if settings and result.calibration is None:
+                    raise DataError(f"{label}: refit {index} of the resumed backtest has no interval calibration "
+                                    "(logged before intervals were on). Fix: resume=false.")
+                for level, (lo, hi) in (result.calibration.bands(result.pred, settings["levels"]).items()
+                                        if settings else ()):
+                    bands[level][0][span], bands[level][1][span] = lo, hi
+                for tau in quantiles:
+                    quantiles[tau][span] = result.calibration.quantile(result.pred, tau)
                 weights = result.weights or weights
                 position += len(group)
                 bar.update(len(group))
                 bar.set_postfix(refit=f"{index + 1}/{len(plan.groups)}")
         bar.close()
-        result = ModelResult(label, pred, std, scale, run_id, trained, read, time.perf_counter() - started)
+        result = ModelResult(label, pred, std, scale, run_id, trained, read, time.perf_counter() - started, bands,
+                             quantiles)
         if logger is not None:
             log_backtest(logger.experiment, run_id, plan, [result], cfg)
             logger.experiment.set_terminated(run_id, "FINISHED")
@@ -559,21 +600,38 @@ def metrics_table(plan: Plan, results: list[ModelResult]) -> pd.DataFrame:
     """Scores of every model: ``level`` ``overall``, ``cutoff`` (one row per cutoff, its
     timestamp in ``cutoff``) and ``step`` (one row per horizon step, 1 first), with every test
     metric (``mse``/``mae`` z-scored with the scaler of each window's training rows, the others
-    in the data's units)."""
+    in the data's units) and, for a model with intervals, ``coverage_<L>``, ``width_<L>``,
+    ``winkler_<L>``, ``msis_<L>`` and ``wql`` (:func:`forecast.intervals.interval_metrics`)."""
     actual = plan.actuals()
     cutoff_dates = plan.dates[np.asarray(plan.cutoffs) - 1]
     rows = []
     for r in results:
         args = (r.pred, actual, r.std, r.mase_scale, evaluation.ALL_METRICS)
+
+        def interval_scores(windows, steps=slice(None)):
+            if not r.bands:
+                return {}
+            bands = {level: (lo[windows, steps], hi[windows, steps]) for level, (lo, hi) in r.bands.items()}
+            quantiles = {tau: q[windows, steps] for tau, q in r.quantiles.items()}
+            return intervals.interval_metrics(actual[windows, steps], bands, r.mase_scale[windows], quantiles)
+
+        everything = slice(None)
         rows.append({"model": r.label, "level": "overall", "cutoff": pd.NaT, "step": np.nan,
-                     **evaluation.score(*args)})
-        for when, s in zip(cutoff_dates, evaluation.score_per_cutoff(*args)):
-            rows.append({"model": r.label, "level": "cutoff", "cutoff": when, "step": np.nan, **s})
+                     **evaluation.score(*args), **interval_scores(everything)})
+        for i, (when, s) in enumerate(zip(cutoff_dates, evaluation.score_per_cutoff(*args))):
+            rows.append({"model": r.label, "level": "cutoff", "cutoff": when, "step": np.nan, **s,
+                         **interval_scores(slice(i, i + 1))})
         for h, s in enumerate(evaluation.score_per_step(*args), start=1):
-            rows.append({"model": r.label, "level": "step", "cutoff": pd.NaT, "step": h, **s})
+            rows.append({"model": r.label, "level": "step", "cutoff": pd.NaT, "step": h, **s,
+                         **interval_scores(everything, slice(h - 1, h))})
     frame = pd.DataFrame(rows)
     frame["step"] = frame["step"].astype("Int64")
     return frame
+
+
+def metric_names(metrics: pd.DataFrame) -> list[str]:
+    """The metric columns of a :func:`metrics_table`: the test metrics, then the interval ones."""
+    return [c for c in metrics.columns if c not in ("model", "level", "cutoff", "step")]
 
 
 def figures(plan: Plan, results: list[ModelResult], metrics: pd.DataFrame, title: str, picks: int, seq_len: int):
@@ -615,7 +673,7 @@ def log_backtest(client, run_id: str, plan: Plan, results: list[ModelResult], cf
         for level, key in (("overall", "backtest"), ("cutoff", "backtest/by_cutoff"), ("step", "backtest/by_step")):
             for i, row in enumerate(own[own["level"] == level].itertuples()):
                 step = 0 if level == "overall" else (i if level == "cutoff" else int(row.step))
-                for name in evaluation.ALL_METRICS:
+                for name in metric_names(metrics):
                     value = float(getattr(row, name))
                     if np.isfinite(value):
                         batch.append(Metric(f"{prefix}{key}/{name}", value, now, step))
@@ -623,7 +681,7 @@ def log_backtest(client, run_id: str, plan: Plan, results: list[ModelResult], cf
             batch.append(Metric("backtest/seconds", r.seconds, now, 0))
     for i in range(0, len(batch), 900):
         client.log_batch(run_id, metrics=batch[i : i + 900])
-    table = long_table(plan, plan.cutoffs, {r.label: r.pred for r in results})
+    table = long_table(plan, plan.cutoffs, {r.label: r.pred for r in results}, {r.label: r.bands for r in results})
     with tempfile.TemporaryDirectory() as tmp:
         table.to_parquet(Path(tmp) / "backtest.parquet", index=False)
         metrics.to_csv(Path(tmp) / "metrics.csv", index=False)
@@ -674,7 +732,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> pd.DataFrame:
         if group_run:
             tracking.client(str(entries[0].cfg.logger.tracking_uri)).set_terminated(group_run, "FAILED")
         raise
-    table = long_table(plan, plan.cutoffs, {r.label: r.pred for r in results})
+    table = long_table(plan, plan.cutoffs, {r.label: r.pred for r in results}, {r.label: r.bands for r in results})
     plan.out_dir.mkdir(parents=True, exist_ok=True)
     table.to_parquet(plan.out_dir / "backtest.parquet", index=False)
     metrics.to_csv(plan.out_dir / "metrics.csv", index=False)

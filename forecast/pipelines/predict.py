@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from forecast import plots  # also sets the Agg backend before pyplot is used
+from forecast import intervals, plots  # also sets the Agg backend before pyplot is used
 from forecast.errors import ConfigError
 from forecast.serving import PROGRESS_BAR, ForecastModel
 
@@ -84,14 +84,22 @@ def output_path(output: str) -> Path:
     return path
 
 
-def prediction_figure(history: pd.DataFrame, forecast: pd.DataFrame, date_col: str, title: str):
-    """History (grey) and forecast (blue) of the target and, in M mode, up to two more channels."""
-    channels = list(forecast.columns.drop(date_col))
+def prediction_figure(history: pd.DataFrame, forecast: pd.DataFrame, date_col: str, title: str,
+                      channels: list[str] | None = None):
+    """History (grey) and forecast (blue, its prediction intervals shaded) of the target and, in M
+    mode, up to two more channels; ``channels``: the forecast channels (default: every column
+    but the date and the ``-lo-``/``-hi-`` ones)."""
+    if channels is None:
+        channels = [c for c in forecast.columns.drop(date_col) if "-lo-" not in str(c) and "-hi-" not in str(c)]
     shown = plots.shown_channels(len(channels))
     fig, axes = plt.subplots(1, len(shown), figsize=(4.8 * len(shown), 2.8), squeeze=False)
     for ax, c in zip(axes[0], shown):
         name = channels[c]
         ax.plot(history[date_col], history[name], color="0.55", lw=1.0, label="history")
+        levels = sorted({int(c.rsplit("-", 1)[1]) for c in forecast.columns if str(c).startswith(f"{name}-lo-")})
+        bands = {level: (forecast[[f"{name}-lo-{level}"]].to_numpy(), forecast[[f"{name}-hi-{level}"]].to_numpy())
+                 for level in levels}
+        plots.draw_bands(ax, forecast[date_col], bands, 0, "tab:blue")
         ax.plot(forecast[date_col], forecast[name], color="tab:blue", lw=1.4, label="forecast")
         ax.axvline(forecast[date_col].iloc[0], color="0.8", lw=0.8, ls="--")
         ax.set_title(name, fontsize=10)
@@ -127,11 +135,38 @@ def report_repairs(table, cfg: DictConfig, fill: str | None) -> None:
         log.warning("%s: data.fill=%s filled %d missing value(s)", source, fill, done["values_filled"])
 
 
+def adapted_alphas(cfg: DictConfig, impl: ForecastModel, table, levels) -> dict | None:
+    """With ``aci.windows=k``: the miscoverage per level after adaptive conformal inference over
+    the history's last ``k`` horizon-long windows (each forecast from the rows before it, as a
+    request would be, and scored against what followed); ``None`` without."""
+    from forecast import evaluation
+
+    windows = int(cfg.get("aci", {}).get("windows") or 0)
+    if not windows:
+        return None
+    if impl.calibration is None:
+        raise ConfigError(f"aci.windows={windows}: {cfg.model_uri} was logged without intervals. Fix: drop aci.windows, "
+                          "or forecast with a model trained with intervals.method=conformal_error.")
+    spec = impl.spec
+    gamma = cfg.aci.get("gamma")
+    if gamma is None:
+        gamma = float(OmegaConf.select(impl.cfg, "intervals.aci_gamma", default=0.005))
+    cutoffs = evaluation.rolling_origins(table.n_rows, windows, spec.pred_len, start=spec.seq_len, setting="aci.windows")
+    pred = evaluation.forecasts_from(impl, table, cutoffs, spec.outputs)
+    actual = evaluation.actuals_at(table, cutoffs, spec.pred_len, spec.outputs)
+    levels = levels or impl.levels
+    alphas = intervals.adapt_alphas(impl.calibration, pred, actual, levels, gamma)
+    log.info("aci: over the last %d windows the bands of levels %s forecast with miscoverage %s (nominal %s)", windows,
+             levels, {k: round(v, 4) for k, v in alphas.items()}, {k: round(1 - k / 100, 4) for k in levels})
+    return alphas
+
+
 def run(cfg: DictConfig) -> dict:
     """Forecast the ``pred_len`` steps after the last row of ``cfg.data.path``; write
     ``cfg.output`` (CSV or Parquet) and a PNG beside it. Returns the paths and the forecast."""
     required(cfg)
     output = output_path(str(cfg.output))
+    levels = intervals.check_levels(cfg.get("levels"), "levels") or None
     model, impl = load_model(str(cfg.model_uri), cfg.get("tracking_uri"))
     spec = impl.spec
     source = Path(str(cfg.data.path))
@@ -141,7 +176,11 @@ def run(cfg: DictConfig) -> dict:
     table = spec.read_file(source, date_col=date_col, fill=fill, duplicates=data.get("duplicates"),
                            regularize=bool(data.get("regularize", False)))
     report_repairs(table, cfg, fill)
-    forecast = impl.forecast_table(table, str(source))
+    if levels and impl.calibration is None:
+        raise ConfigError(f"levels={levels}: {cfg.model_uri} was logged without intervals (no calibration). Fix: drop "
+                          "levels=, or forecast with a model trained with intervals.method=conformal_error.")
+    alphas = adapted_alphas(cfg, impl, table, levels)
+    forecast = impl.forecast_table(table, str(source), levels, alphas)
     # the history's own name for its timestamps
     forecast = forecast.rename(columns={spec.date_col: date_col})
 
@@ -149,7 +188,7 @@ def run(cfg: DictConfig) -> dict:
     history = pd.DataFrame(table.values[-keep:], columns=spec.columns)
     history.insert(0, date_col, table.dates[-keep:])
     title = f"{cfg.model_uri}: {spec.pred_len} steps after {table.dates[-1]}"
-    figure = prediction_figure(history, forecast, date_col, title)
+    figure = prediction_figure(history, forecast, date_col, title, list(spec.outputs))
 
     output.parent.mkdir(parents=True, exist_ok=True)
     if FORMATS[output.suffix.lower()] == "CSV":
@@ -161,5 +200,5 @@ def run(cfg: DictConfig) -> dict:
     plt.close(figure)
     log.info("forecast of %s (%d steps, %s) from %s -> %s, %s", cfg.model_uri, spec.pred_len,
              ", ".join(spec.outputs), source, output, picture)
-    return {"output": output, "figure": picture, "forecast": forecast,
+    return {"output": output, "figure": picture, "forecast": forecast, "alphas": alphas,
             "values": np.asarray(table.values[-spec.seq_len:]), "repairs": dict(table.repairs)}

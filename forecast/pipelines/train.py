@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-from forecast import tracking
+from forecast import intervals, tracking
 from forecast.config import Recommendation, model_recommendations
 from forecast.data.datamodule import ForecastDataModule
 from forecast.errors import ConfigError, config_error
@@ -128,6 +128,95 @@ def best_checkpoint(trainer: pl.Trainer) -> str:
     return ""
 
 
+def split_forecasts(module: ForecastModule, datamodule: ForecastDataModule, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(pred, actual)`` ``[N, H, C]`` in the data's units: the module's forecasts of every window
+    of ``split`` (in order, in this process alone) and the values that followed."""
+    datamodule.setup()
+    dataset = datamodule.datasets[split]
+    size = int(datamodule.eval_batch_size)
+    preds, targets = [], []
+    module.eval()
+    with torch.no_grad():
+        for start in range(0, len(dataset), size):
+            batch = dataset.__getitems__(list(range(start, min(start + size, len(dataset)))))
+            preds.append(module(*(batch[k].to(module.device) for k in ("x", "x_mark", "y_mark"))).double().cpu())
+            targets.append(batch["y"].double())
+    return unscaled(datamodule, torch.cat(preds)), unscaled(datamodule, torch.cat(targets))
+
+
+def unscaled(datamodule: ForecastDataModule, scaled: torch.Tensor) -> np.ndarray:
+    return datamodule.target_scaler.inverse_transform(scaled.double().numpy())
+
+
+def calibrate(settings: dict, module: ForecastModule, datamodule: ForecastDataModule):
+    """The conformal calibration of the module's current weights on every validation window
+    (which training only used for early stopping, never for gradients or estimation)."""
+    pred, actual = split_forecasts(module, datamodule, "val")
+    calibration = intervals.calibrate(pred, actual, settings["method"], settings["levels"], settings["calibration"])
+    log.info("intervals: %s calibrated on %d validation windows (per horizon step and channel), levels %s",
+             settings["method"], calibration.n, settings["levels"])
+    return calibration
+
+
+def native_bands(module: ForecastModule, datamodule: ForecastDataModule, split: str, levels: list[int]):
+    """``(pred, actual, {level: (lo, hi)})`` ``[N, H, C]`` in the data's units: the network's own
+    intervals (``intervals.method=native``) of every window of ``split``."""
+    datamodule.setup()
+    dataset = datamodule.datasets[split]
+    size = int(datamodule.eval_batch_size)
+    preds, targets, bounds = [], [], {level: ([], []) for level in levels}
+    module.eval()
+    c_out = datamodule.c_out
+    with torch.no_grad():
+        for start in range(0, len(dataset), size):
+            batch = dataset.__getitems__(list(range(start, min(start + size, len(dataset)))))
+            x, x_mark, y_mark = (batch[k].to(module.device) for k in ("x", "x_mark", "y_mark"))
+            preds.append(module(x, x_mark, y_mark).double().cpu())
+            targets.append(batch["y"].double())
+            native = module.network.native_intervals(x, levels)
+            if native is None:
+                raise ConfigError(f"intervals.method=native: {type(module.network).__name__} with these settings has no "
+                                  "intervals of its own (ETS: only with refit=once). Fix: intervals.method=conformal_error.")
+            for level, (lo, hi) in native.items():
+                bounds[level][0].append(lo[..., -c_out:].double().cpu())
+                bounds[level][1].append(hi[..., -c_out:].double().cpu())
+    bands = {level: (unscaled(datamodule, torch.cat(lo)), unscaled(datamodule, torch.cat(hi)))
+             for level, (lo, hi) in bounds.items()}
+    return unscaled(datamodule, torch.cat(preds)), unscaled(datamodule, torch.cat(targets)), bands
+
+
+def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDataModule, trainer: pl.Trainer) -> dict[str, float]:
+    """Calibrate the tested weights (``module.calibration``, stored with the logged model) and
+    score their intervals on the test windows: ``test/coverage_<L>``, ``test/width_<L>``,
+    ``test/winkler_<L>``, ``test/msis_<L>``, ``test/wql``. ``native``: the network's own
+    intervals instead (``wql`` over the same quantile grid, from its bands at levels 20, 40, 60
+    and 80 and the point forecast as the median)."""
+    if settings["method"] == intervals.NATIVE:
+        module.test_outputs = []
+        # the levels 20, 40, 60 and 80 besides the asked ones give the quantiles 0.1 … 0.9 of the wQL grid
+        grid = sorted(set(settings["levels"]) | set(intervals.WQL_LEVELS))
+        pred, actual, every = native_bands(module, datamodule, "test", grid)
+        bands = {level: every[level] for level in settings["levels"]}
+        quantiles = intervals.band_quantiles(pred, {level: every[level] for level in intervals.WQL_LEVELS})
+        scores = intervals.interval_metrics(actual, bands, datamodule.mase_scale, quantiles)
+        scores["windows"] = float(len(pred))
+        return {f"test/{k}": v for k, v in scores.items()}
+    module.calibration = calibrate(settings, module, datamodule)
+    if module.test_outputs and trainer.world_size == 1:
+        pred = unscaled(datamodule, torch.cat([p for p, _ in module.test_outputs]))
+        actual = unscaled(datamodule, torch.cat([t for _, t in module.test_outputs]))
+    else:  # DDP: each process tested its share of the windows; score them all here
+        pred, actual = split_forecasts(module, datamodule, "test")
+    module.test_outputs = []
+    scores = intervals.evaluate(module.calibration, pred, actual, datamodule.mase_scale)
+    # the calibration windows' own error beside the test's (mae_orig): where they differ, the
+    # coverage on the test windows drifts from nominal
+    calibration_mae = float(np.abs(module.calibration.scores).mean())
+    scores.update(windows=float(len(pred)), calibration_windows=float(module.calibration.n),
+                  calibration_mae_orig=calibration_mae)
+    return {f"test/{k}": v for k, v in scores.items()}
+
+
 def plot_decomposition(network: Network, datamodule: ForecastDataModule, title: str):
     """Trend/seasonal/residual figure of the training split, for a network that decomposes it
     (``network.training_decomposition(channels)``, e.g. the classical baselines); else None."""
@@ -157,12 +246,14 @@ def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int,
     history = datamodule.scaler.inverse_transform(batch["x"][:, -keep:].numpy())[..., datamodule.enc_in - c_out :]
     actual = datamodule.target_scaler.inverse_transform(batch["y"].numpy())
     forecast = datamodule.target_scaler.inverse_transform(pred.numpy())
+    bands = module.calibration.bands(forecast) if module.calibration is not None else {}
     windows = []
     for i, pick in enumerate(picks):
         history_dates, dates = datamodule.window_dates("test", pick)
         windows.append({
             "history_dates": history_dates[-keep:], "history": history[i][:, shown],
             "dates": dates, "actual": actual[i][:, shown], "forecast": forecast[i][:, shown],
+            "bands": {level: (lo[i][:, shown], hi[i][:, shown]) for level, (lo, hi) in bands.items()},
         })
     return forecast_figure(windows, [names[c] for c in shown], title)
 
@@ -239,12 +330,17 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
     # Everything that can reject the input happens before the logger exists, so a run that
     # fails validation leaves no trace in MLflow.
     debug = prepare(cfg)
+    interval_settings = intervals.check_settings(cfg.get("intervals"))
     if debug:
         log.info("debug run (%s): logged to experiment '%s' with tag debug=true; never ranked, registered or recorded",
                  ", ".join(debug), cfg.logger.experiment_name if cfg.get("logger") else "none")
     recommendations = report_recommendations(cfg)
     datamodule = build_data(cfg)
     module = build_module(cfg, datamodule)
+    if interval_settings.get("method") == intervals.NATIVE and not intervals.has_native(module.network):
+        raise ConfigError(f"intervals.method=native: {tracking.model_name(cfg)} has no prediction intervals of its own "
+                          "(statsmodels gives them for arima and ets). Fix: intervals.method=conformal_error, which "
+                          "calibrates any model on its validation windows.")
     if cfg.get("init_from"):
         load_initial_weights(module, cfg.init_from)
     # the command that trained the tested weights, found before anything runs (a row must say it)
@@ -273,8 +369,14 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
         if cfg.test:
             if not estimated:
                 fit_training(module, datamodule)
+            module.keep_test = bool(interval_settings) and trainer.world_size == 1
             trainer.test(module, datamodule=datamodule, ckpt_path=evaluated_checkpoint(cfg, fitted, best))
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+            if interval_settings:
+                extra = interval_step(interval_settings, module, datamodule, trainer)
+                metrics.update(extra)
+                if logger is not None and trainer.is_global_zero:
+                    logger.log_metrics(extra)
             diagnostics = module.network.diagnostics()  # e.g. fallbacks and warnings of statsmodels fits
             if diagnostics:
                 extra = reduce_diagnostics(trainer, diagnostics)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from forecast.errors import ConfigError
@@ -55,6 +56,25 @@ class ARIMA(Estimated):
                                                        {"orders": self.orders, "seasonal_order": self._seasonal_order()},
                                                        None, "order selection")
             log.info("ARIMA orders selected on the training split, per channel: %s", [o for o, _ in self.selected])
+
+    def _kwargs(self, channels) -> list[dict]:
+        seasonal = self._seasonal_order()
+        if self.refit == "once":
+            if self.selected is None:
+                raise ConfigError("ARIMA with refit=once has no parameters: fit_training() was not called. "
+                                  "Fix: run it through the pipeline or use model.refit=window.")
+            per_channel = [{"horizon": self.pred_len, "order": o, "params": p, "seasonal_order": seasonal}
+                           for o, p in self.selected]
+            return [per_channel[c] for c in channels.tolist()]
+        return [{"horizon": self.pred_len, "orders": self.orders, "seasonal_order": seasonal}] * len(channels)
+
+    def _native(self, series, channels, alphas):
+        """``ARIMA(...).filter(params).get_forecast(H).conf_int(alpha)`` of each series (the same
+        filtered model as the point forecast)."""
+        kwargs_list = [{**kwargs, "alphas": list(alphas)} for kwargs in self._kwargs(channels)]
+        out, _ = self._map(fits.arima_intervals, series, kwargs_list, None, what="intervals")
+        nan = np.full((2 * len(alphas), self.pred_len), np.nan)
+        return np.stack([nan if r is None else r for r in out])
 
     def _forecast(self, series, channels):
         seasonal = self._seasonal_order()

@@ -209,6 +209,30 @@ class Classical(Network):
         self.counts_forecast_seconds += time.perf_counter() - start
         return out.reshape(b, c, self.pred_len).permute(0, 2, 1).to(dtype=x.dtype, device=x.device)
 
+    def native_intervals(self, x: torch.Tensor, levels: list[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]] | None:
+        """statsmodels' own prediction intervals (see :meth:`_native`), ``{level: (lo, hi)}``
+        ``[B, H, C]`` on the standardised scale; ``None`` for a model without them. A series
+        whose intervals fail is NaN (and counted as a fallback)."""
+        b, length, c = x.shape
+        series = x.detach().to("cpu", torch.float64).permute(0, 2, 1).reshape(b * c, length)
+        channels = torch.arange(c).repeat(b)
+        alphas = [1 - level / 100 for level in levels]
+        bounds = self._native(series, channels, alphas)  # [N, 2·len(levels), H] or None
+        if bounds is None:
+            return None
+        bounds = torch.as_tensor(np.asarray(bounds, dtype=np.float64)).reshape(b * c, 2 * len(levels), self.pred_len)
+        self.counts.failed += int((~torch.isfinite(bounds).all(dim=(1, 2))).sum())
+
+        def shaped(rows):
+            return rows.reshape(b, c, self.pred_len).permute(0, 2, 1).to(dtype=x.dtype, device=x.device)
+
+        return {level: (shaped(bounds[:, 2 * i]), shaped(bounds[:, 2 * i + 1])) for i, level in enumerate(levels)}
+
+    def _native(self, series: torch.Tensor, channels: torch.Tensor, alphas: list[float]):
+        """Subclasses with statsmodels intervals: ``series [N, L]`` (standardised) -> ``[N,
+        2·len(alphas), H]`` (lower, upper per ``alpha``, standardised). Default: ``None``."""
+        return None
+
     def _forecast(self, series: torch.Tensor, channels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``series [N, L]`` (float64, standardised), ``channels [N]`` -> ``(forecast [N, H],
         failed [N] bool)``; failed rows are replaced by the fallback."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+
 from forecast.models.classical import fits
 from forecast.models.classical.base import Smoothing, choice
 
@@ -42,3 +45,20 @@ class ETS(Smoothing):
     def _estimate_kwargs(self):
         return {"error": self.error, "trend": self.trend_kind == "add", "damped": self.damped,
                 "seasonal": self.seasonal_kind, "period": self.period if self.seasonal_kind else None}
+
+    def _native(self, series, channels, alphas):
+        """statsmodels' ``ETSModel`` prediction intervals of each window with this model's
+        parameters (:func:`fits.ets_intervals`), in the units the model works in."""
+        if self.refit != "once" or self.params is None:
+            return None
+        y = self.to_positive(series, channels) if self.multiplicative else series
+        kwargs = self._estimate_kwargs()
+        kwargs_list = [{"horizon": self.pred_len, "alphas": list(alphas), "params": self.params[c].tolist(), **kwargs}
+                       for c in channels.tolist()]
+        out, _ = self._map(fits.ets_intervals, y, kwargs_list, None, what="intervals")
+        nan = np.full((2 * len(alphas), self.pred_len), np.nan)
+        bounds = torch.as_tensor(np.stack([nan if r is None else r for r in out]))
+        if self.multiplicative:  # back to the standardised scale: affine per series
+            n, k, h = bounds.shape
+            bounds = self.from_positive(bounds.reshape(n, k * h), channels).reshape(n, k, h)
+        return bounds.numpy()

@@ -178,3 +178,48 @@ def arima_forecast(y: np.ndarray, horizon: int, orders: list | None = None, orde
     if params is None:
         return np.asarray(_best_arima(y, orders, seasonal_order)[1].forecast(horizon))
     return np.asarray(_arima(y, order, seasonal_order).filter(np.asarray(params)).forecast(horizon))
+
+
+# ---------------------------------------------------------------- native prediction intervals
+
+
+def arima_intervals(y: np.ndarray, horizon: int, alphas: list, orders: list | None = None, order=None, params=None,
+                    seasonal_order=None) -> np.ndarray:
+    """``[2·len(alphas), H]``: statsmodels' own prediction intervals of :func:`arima_forecast`'s
+    model (``get_forecast(H).conf_int(alpha)``: Gaussian, from the state-space forecast
+    variance), lower then upper bound for each ``alpha``."""
+    if params is None:
+        result = _best_arima(y, orders, seasonal_order)[1]
+    else:
+        result = _arima(y, order, seasonal_order).filter(np.asarray(params))
+    forecast = result.get_forecast(horizon)
+    rows = []
+    for alpha in alphas:
+        bounds = np.asarray(forecast.conf_int(alpha=alpha))
+        rows += [bounds[:, 0], bounds[:, 1]]
+    return np.stack(rows)
+
+
+def ets_intervals(y: np.ndarray, horizon: int, alphas: list, params, error: str, trend: bool, damped: bool,
+                  seasonal: str | None, period: int | None) -> np.ndarray:
+    """``[2·len(alphas), H]``: statsmodels' own prediction intervals of ``ETSModel`` with the
+    smoothing parameters ``params`` (``[α, β, γ, φ]`` of the Holt-Winters recursion, see
+    :func:`estimate_ets`) filtered over ``y`` with heuristic initial states
+    (``ETSModel(...).smooth(params).get_prediction(...).pred_int(alpha)``: analytic variances
+    for the additive-error models, simulated for the others)."""
+    import pandas as pd
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+    # a Series: statsmodels' PredictionResults reads the index of its mean
+    model = ETSModel(pd.Series(y), error=error, trend="add" if trend else None, damped_trend=bool(trend and damped),
+                     seasonal=seasonal, seasonal_periods=period if seasonal else None, initialization_method="heuristic")
+    alpha, beta, gamma, phi = (float(v) for v in params)
+    values = {"smoothing_level": alpha, "smoothing_trend": beta * alpha, "smoothing_seasonal": gamma,
+              "damping_trend": phi}
+    result = model.smooth(np.array([values[name] for name in model.param_names]))
+    prediction = result.get_prediction(start=len(y), end=len(y) + horizon - 1)
+    rows = []
+    for a in alphas:
+        bounds = np.asarray(prediction.pred_int(alpha=a))
+        rows += [bounds[:, 0], bounds[:, 1]]
+    return np.stack(rows)

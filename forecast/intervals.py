@@ -1,0 +1,377 @@
+"""Prediction intervals: conformal calibration, interval columns and interval metrics.
+
+One implementation for every model (deep and classical) and every program (train, backtest,
+predict, the served pyfunc):
+
+* :func:`check_levels`: the levels a user asks for (``intervals.levels=[80,95]``), integers in
+  1..99, refused otherwise with the fix;
+* :class:`Calibration`: the **raw calibration scores** ``[N, H, C]`` (data units) of ``N``
+  forecasts from calibration cutoffs the model never trained on (by default every window of the
+  validation split), one per horizon step and series. Any level is served from them, per step
+  and per series, with the finite-sample quantile: the ``k``-th smallest of ``n`` scores,
+  ``k = ⌈(n + 1)(1 − α)⌉`` (an infinite bound when ``k > n``: too few scores for that level).
+
+  - ``conformal_error`` (symmetric, as neuralforecast's ``conformal_error``): scores
+    ``|y − ŷ|``; the band of level ``1 − α`` is ``ŷ ± q_{1−α}``;
+  - ``conformal_quantile`` (asymmetric): signed scores ``y − ŷ``; the upper bound is
+    ``ŷ + q_{1−α/2}(y − ŷ)``, the lower ``ŷ − q_{1−α/2}(ŷ − y)`` (two one-sided conformal
+    bounds of ``α/2`` each, so the band covers at least ``1 − α``).
+
+  Under exchangeability of the calibration and test errors (per step and series) each band
+  covers the truth with probability at least ``1 − α`` (and below ``1 − α + 1/(n+1)`` for
+  continuous errors); drift between the calibration windows and the test windows breaks it.
+* :func:`interval_metrics`: coverage and mean width per level, the interval (Winkler) score,
+  MSIS (M4: the interval score over the in-sample seasonal-naive MAE) and the mean weighted
+  quantile loss over a quantile grid (gluonts' ``mean_wQuantileLoss``), all from
+  ``[W, H, C]`` arrays.
+* :func:`adaptive_alphas`: adaptive conformal inference (Gibbs & Candès, 2021), the level
+  moved after each observed outcome.
+
+Column names follow neuralforecast: ``<channel>-lo-<level>`` and ``<channel>-hi-<level>``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from forecast.errors import ConfigError, DataError
+
+METHODS = ("conformal_error", "conformal_quantile")
+NATIVE = "native"
+CALIBRATIONS = ("val",)
+WQL_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # gluonts' default grid
+WQL_LEVELS = (20, 40, 60, 80)  # the central bands whose bounds are that grid (0.5: the point forecast)
+FILE = "intervals.npz"
+
+
+# ------------------------------------------------------------------ settings
+def check_levels(levels, key: str = "intervals.levels") -> list[int]:
+    """The levels as sorted unique integers in 1..99; ``ConfigError`` naming the bad one
+    otherwise (0 and 100 have no interval, 150 is not a probability, text is not a level)."""
+    if levels is None:
+        return []
+    if isinstance(levels, (int, float, str)) and not isinstance(levels, bool):
+        levels = [levels]
+    out = []
+    for value in levels:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+        if isinstance(value, bool) or not isinstance(number, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(number):
+            raise ConfigError(f"{key}: {value!r} is not a number. Fix: give levels in percent, e.g. {key}=[80,95].")
+        if number != int(number) or not 1 <= number <= 99:
+            why = "0 and 100 have no interval" if number in (0, 100) else "a level is a coverage in percent, 1 to 99"
+            raise ConfigError(f"{key}: {value!r} is not an integer from 1 to 99 ({why}). Fix: e.g. {key}=[80,95].")
+        out.append(int(number))
+    return sorted(set(out))
+
+
+def check_settings(node, key: str = "intervals") -> dict:
+    """The ``intervals:`` node of a run (``method``, ``levels``, ``calibration``) checked, as a
+    plain dict; ``method: null`` or no levels turns intervals off (``{}``)."""
+    if node is None:
+        return {}
+    method = node.get("method")
+    levels = check_levels(node.get("levels"), f"{key}.levels")
+    if method is None or not levels:
+        return {}
+    if method not in (*METHODS, NATIVE):
+        raise ConfigError(f"{key}.method={method!r} is not one of {[*METHODS, NATIVE, None]}. Fix: e.g. "
+                          f"{key}.method=conformal_error, or null for no intervals.")
+    calibration = node.get("calibration", "val")
+    if calibration not in CALIBRATIONS:
+        raise ConfigError(f"{key}.calibration={calibration!r} is not one of {list(CALIBRATIONS)}. Fix: "
+                          f"{key}.calibration=val (every window of the validation split).")
+    return {"method": str(method), "levels": levels, "calibration": str(calibration)}
+
+
+def has_native(network) -> bool:
+    """Whether ``network`` has its own prediction intervals (``intervals.method=native``)."""
+    from forecast.models.base import Network
+    from forecast.models.classical.base import Classical
+
+    if isinstance(network, Classical):
+        return type(network)._native is not Classical._native
+    return type(network).native_intervals is not Network.native_intervals
+
+
+def column_names(outputs: Iterable[str], levels: Iterable[int]) -> list[str]:
+    """``<channel>-lo-<level>``, ``<channel>-hi-<level>`` for each channel and level (levels
+    ascending: the widest band's columns last)."""
+    return [f"{name}-{side}-{level}" for name in outputs for level in levels for side in ("lo", "hi")]
+
+
+# ------------------------------------------------------------------ the finite-sample quantile
+def rank(n: int, p: float) -> int:
+    """``⌈(n + 1)·p⌉``: the rank (1-based) of the finite-sample conformal ``p``-quantile of
+    ``n`` scores; more than ``n`` means the bound is infinite. Exact for ``p`` in percent
+    steps (``0.9`` is ``90/100``, not ``0.900…02``)."""
+    exact = (n + 1) * p
+    nearest = round(exact)
+    return int(nearest) if abs(exact - nearest) < 1e-9 * max(1.0, exact) else int(math.ceil(exact))
+
+
+def order_statistic(sorted_scores: np.ndarray, p: float) -> np.ndarray:
+    """The finite-sample ``p``-quantile along axis 0 of scores sorted along axis 0 (``[N, …]``):
+    the ``⌈(n+1)p⌉``-th smallest, ``+inf`` when that is past ``n``."""
+    n = sorted_scores.shape[0]
+    k = rank(n, p)
+    if k > n:
+        return np.full(sorted_scores.shape[1:], np.inf)
+    return sorted_scores[max(k, 1) - 1]
+
+
+# ------------------------------------------------------------------ calibration
+@dataclass
+class Calibration:
+    """Raw conformal scores ``[N, H, C]`` in the data's units and what they came from.
+
+    ``scores``: ``|y − ŷ|`` (``conformal_error``) or ``y − ŷ`` (``conformal_quantile``) of each
+    calibration window, horizon step and forecast channel; ``levels``: the levels a forecast
+    carries by default (any other in 1..99 can be asked for); ``source``: where the windows
+    came from (``val``: the validation split)."""
+
+    method: str
+    scores: np.ndarray
+    levels: list[int]
+    source: str = "val"
+    _sorted: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ConfigError(f"intervals.method={self.method!r} is not one of {list(METHODS)}.")
+        self.scores = np.asarray(self.scores, dtype=np.float64)
+        if self.scores.ndim != 3 or self.scores.shape[0] < 1:
+            raise DataError(f"calibration scores must be [N, H, C] with N ≥ 1, got shape {self.scores.shape}.")
+        self.levels = check_levels(self.levels)
+
+    @property
+    def n(self) -> int:
+        return int(self.scores.shape[0])
+
+    def _ordered(self, sign: int) -> np.ndarray:
+        if sign not in self._sorted:
+            self._sorted[sign] = np.sort(sign * self.scores, axis=0)
+        return self._sorted[sign]
+
+    def offsets(self, level: int, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(down, up)`` ``[H, C]``: the band of ``level`` is ``[ŷ − down, ŷ + up]``. ``alpha``:
+        this miscoverage instead of ``1 − level/100`` (adaptive conformal inference): at or
+        below 0 an unbounded band, at or above 1 an empty one (``ŷ``)."""
+        alpha = 1 - check_levels([level])[0] / 100 if alpha is None else float(alpha)
+        shape = self.scores.shape[1:]
+        if alpha <= 0:
+            return np.full(shape, np.inf), np.full(shape, np.inf)
+        if alpha >= 1:
+            return np.zeros(shape), np.zeros(shape)
+        if self.method == "conformal_error":
+            q = order_statistic(self._ordered(1), 1 - alpha)
+            return q, q
+        p = 1 - alpha / 2
+        return order_statistic(self._ordered(-1), p), order_statistic(self._ordered(1), p)
+
+    def bands(self, pred: np.ndarray, levels: Iterable[int] | None = None,
+              alphas: dict[int, float] | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{level: (lo, hi)}`` around forecasts ``pred [..., H, C]`` (data units); ``alphas``:
+        an adapted miscoverage per level (:func:`adapt_alphas`) instead of ``1 − level/100``."""
+        out = {}
+        for level in check_levels(self.levels if levels is None else levels):
+            down, up = self.offsets(level, (alphas or {}).get(level))
+            out[level] = (pred - down, pred + up)
+        return out
+
+    def quantile(self, pred: np.ndarray, tau: float) -> np.ndarray:
+        """The conformal ``tau``-quantile forecast around ``pred [..., H, C]``: the bound of the
+        central band whose edge is ``tau`` (``tau = 0.5``: the point forecast)."""
+        if not 0 < tau < 1:
+            raise ConfigError(f"quantile {tau} must lie strictly between 0 and 1.")
+        if abs(tau - 0.5) < 1e-12:
+            return np.array(pred, dtype=np.float64)
+        upper = tau > 0.5
+        if self.method == "conformal_error":
+            q = order_statistic(self._ordered(1), abs(2 * tau - 1))
+            return pred + q if upper else pred - q
+        p = tau if upper else 1 - tau
+        return pred + order_statistic(self._ordered(1), p) if upper else pred - order_statistic(self._ordered(-1), p)
+
+    # -------------------------------------------------------------- storage
+    def save(self, path: Path) -> Path:
+        """``intervals.npz``: the scores (float32: the served bands differ from float64 ones by
+        less than 1e-6 relative) and a JSON header (method, levels, source, n)."""
+        header = {"method": self.method, "levels": self.levels, "source": self.source, "n": self.n,
+                  "shape": list(self.scores.shape)}
+        np.savez_compressed(path, scores=self.scores.astype(np.float32), header=np.asarray(json.dumps(header)))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Calibration":
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["header"]))
+            return cls(header["method"], data["scores"].astype(np.float64), header["levels"], header.get("source", "val"))
+
+    def metadata(self) -> dict:
+        """What the logged model's metadata says about its intervals."""
+        return {"method": self.method, "levels": self.levels, "calibration": self.source, "windows": self.n,
+                "stored": "raw scores per window, horizon step and channel (intervals.npz): any level 1-99 is served",
+                "columns": "<channel>-lo-<level>, <channel>-hi-<level>"}
+
+
+def calibrate(pred: np.ndarray, actual: np.ndarray, method: str, levels, source: str = "val") -> Calibration:
+    """The :class:`Calibration` of forecasts ``pred`` against ``actual`` (``[N, H, C]``, data
+    units) of windows the model did not train on."""
+    pred, actual = np.asarray(pred, dtype=np.float64), np.asarray(actual, dtype=np.float64)
+    if pred.shape != actual.shape:
+        raise DataError(f"calibration forecasts {pred.shape} and actuals {actual.shape} differ in shape.")
+    error = actual - pred
+    if not np.isfinite(error).all():
+        raise DataError("a calibration forecast or actual is not finite; conformal scores need finite errors. Fix: "
+                        "repair the validation rows (data.fill) or check the model's forecasts.")
+    return Calibration(method, np.abs(error) if method == "conformal_error" else error, levels, source)
+
+
+# ------------------------------------------------------------------ metrics
+def coverage(actual, lo, hi) -> float:
+    """Share of the actuals inside ``[lo, hi]`` (bounds included)."""
+    actual = np.asarray(actual)
+    return float(((actual >= lo) & (actual <= hi)).mean())
+
+
+def width(lo, hi) -> float:
+    """Mean ``hi − lo`` (data units)."""
+    return float(np.mean(np.asarray(hi) - np.asarray(lo)))
+
+
+def interval_score(actual, lo, hi, level: int) -> np.ndarray:
+    """The interval (Winkler) score of each point: ``(hi − lo) + 2/α·(lo − y)·1[y < lo] +
+    2/α·(y − hi)·1[y > hi]`` with ``α = 1 − level/100`` (Gneiting & Raftery, 2007)."""
+    alpha = 1 - level / 100
+    actual, lo, hi = (np.asarray(a, dtype=np.float64) for a in (actual, lo, hi))
+    return (hi - lo) + 2 / alpha * np.clip(lo - actual, 0, None) + 2 / alpha * np.clip(actual - hi, 0, None)
+
+
+def msis(actual, lo, hi, level: int, scale) -> float:
+    """M4's mean scaled interval score: the mean interval score of each channel divided by its
+    in-sample seasonal-naive MAE ``scale [C]`` (the MASE denominator; ``[W, C]``: one per window
+    of ``[W, H, C]`` points), averaged over channels."""
+    score = interval_score(actual, lo, hi, level)
+    scale = np.asarray(scale, dtype=np.float64)
+    if scale.ndim == 2:  # [W, C]: one scale per window (a backtest's refits), points [W, H, C]
+        score = score / scale[:, None, :]
+        scale = np.ones(score.shape[-1])
+    per_channel = score.reshape(-1, score.shape[-1]).mean(axis=0) / scale
+    return float(np.nanmean(per_channel))
+
+
+def quantile_loss(actual, q, tau: float) -> np.ndarray:
+    """The pinball loss ``max(τ·(y − q), (τ − 1)·(y − q))`` of each point."""
+    diff = np.asarray(actual, dtype=np.float64) - np.asarray(q, dtype=np.float64)
+    return np.maximum(tau * diff, (tau - 1) * diff)
+
+
+def wql(actual, quantiles: dict[float, np.ndarray]) -> float:
+    """Mean weighted quantile loss (gluonts' ``mean_wQuantileLoss``, the CRPS stand-in):
+    ``mean_τ 2·Σ pinball_τ(y, q_τ) / Σ |y|`` over every window, step and channel."""
+    actual = np.asarray(actual, dtype=np.float64)
+    denominator = np.abs(actual).sum()
+    if denominator == 0:
+        return float("nan")
+    return float(np.mean([2 * quantile_loss(actual, q, tau).sum() / denominator for tau, q in quantiles.items()]))
+
+
+def interval_metrics(actual: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]], scale=None,
+                     quantiles: dict[float, np.ndarray] | None = None) -> dict[str, float]:
+    """``coverage_<L>`` (0–1), ``width_<L>`` (data units), ``winkler_<L>`` (mean interval
+    score, data units), ``msis_<L>`` (with ``scale``) per level, and ``wql`` (with
+    ``quantiles``), over every point of ``actual [W, H, C]``."""
+    out = {}
+    for level, (lo, hi) in sorted(bands.items()):
+        out[f"coverage_{level}"] = coverage(actual, lo, hi)
+        out[f"width_{level}"] = width(lo, hi)
+        out[f"winkler_{level}"] = float(interval_score(actual, lo, hi, level).mean())
+        if scale is not None:
+            out[f"msis_{level}"] = msis(actual, lo, hi, level, scale)
+    if quantiles:
+        out["wql"] = wql(actual, quantiles)
+    return out
+
+
+def per_step_metrics(actual: np.ndarray, bands: dict, scale=None, quantiles: dict | None = None) -> list[dict[str, float]]:
+    """:func:`interval_metrics` of each horizon step over every window (step 1 first)."""
+    h = actual.shape[1]
+    return [interval_metrics(actual[:, [s]], {k: (lo[:, [s]], hi[:, [s]]) for k, (lo, hi) in bands.items()}, scale,
+                             {t: q[:, [s]] for t, q in quantiles.items()} if quantiles else None) for s in range(h)]
+
+
+def evaluate(calibration: Calibration, pred: np.ndarray, actual: np.ndarray, scale=None,
+             levels: Iterable[int] | None = None, grid=WQL_QUANTILES) -> dict[str, float]:
+    """The interval metrics of ``calibration``'s bands around ``pred`` against ``actual``."""
+    bands = calibration.bands(pred, levels)
+    quantiles = {tau: calibration.quantile(pred, tau) for tau in grid}
+    return interval_metrics(actual, bands, scale, quantiles)
+
+
+def band_quantiles(pred: np.ndarray, bands: dict[int, tuple[np.ndarray, np.ndarray]]) -> dict[float, np.ndarray]:
+    """The quantile forecasts a set of bands gives: ``α/2`` and ``1 − α/2`` of each level and
+    the point forecast as the median (for the wQL of intervals that come without a calibration,
+    e.g. native ones)."""
+    out = {0.5: np.asarray(pred, dtype=np.float64)}
+    for level, (lo, hi) in bands.items():
+        alpha = 1 - level / 100
+        out[round(alpha / 2, 6)], out[round(1 - alpha / 2, 6)] = lo, hi
+    return out
+
+
+# ------------------------------------------------------------------ adaptive conformal inference
+def adaptive_alphas(scores: np.ndarray, calibration: np.ndarray, alpha: float, gamma: float = 0.005) -> np.ndarray:
+    """Adaptive conformal inference (Gibbs & Candès, 2021) for one stream of outcomes: the
+    miscoverage level used at each time, ``α_{t+1} = α_t + γ·(α − err_t)``, where ``err_t`` is 1
+    when the score ``scores[t]`` (e.g. ``|y − ŷ|``) fell outside the band of level ``1 − α_t``
+    built from the sorted ``calibration`` scores. Returns ``[T]`` the ``α_t`` used (an ``α_t``
+    at or below 0 gives an infinite band, at or above 1 an empty one)."""
+    calibration = np.sort(np.asarray(calibration, dtype=np.float64))
+    out = np.empty(len(scores))
+    a = alpha
+    for t, s in enumerate(scores):
+        out[t] = a
+        q = adaptive_bound(calibration, a)
+        a = a + gamma * (alpha - float(s > q))
+    return out
+
+
+def adaptive_bound(sorted_calibration: np.ndarray, alpha: float) -> float:
+    """The band half-width of miscoverage ``alpha`` from sorted scores: ``+inf`` for ``alpha ≤ 0``
+    (or too few scores), ``0`` for ``alpha ≥ 1``, else the finite-sample quantile."""
+    if alpha >= 1:
+        return 0.0
+    if alpha <= 0:
+        return np.inf
+    return float(order_statistic(sorted_calibration[:, None], 1 - alpha)[0])
+
+
+def adapt_alphas(calibration: Calibration, pred: np.ndarray, actual: np.ndarray, levels: Iterable[int],
+                 gamma: float) -> dict[int, float]:
+    """Adaptive conformal inference over recent windows, oldest first (``pred``/``actual``
+    ``[W, H, C]``, data units): for each level, ``α`` starts at ``1 − level/100`` and after each
+    window moves by ``γ·(α_target − miss)``, ``miss`` the share of that window's actuals outside
+    its band at the current ``α``. Returns the ``α`` to forecast with next, per level."""
+    if not 0 < float(gamma) < 1:
+        raise ConfigError(f"aci.gamma={gamma} must lie strictly between 0 and 1. Fix: e.g. aci.gamma=0.005.")
+    out = {}
+    for level in check_levels(levels):
+        target = a = 1 - level / 100
+        for w in range(len(pred)):
+            lo, hi = calibration.bands(pred[w], [level], {level: a})[level]
+            miss = 1.0 - coverage(actual[w], lo, hi)
+            a = a + float(gamma) * (target - miss)
+        out[level] = a
+    return out
