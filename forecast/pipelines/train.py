@@ -372,12 +372,14 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
             module.keep_test = bool(interval_settings) and trainer.world_size == 1
             trainer.test(module, datamodule=datamodule, ckpt_path=evaluated_checkpoint(cfg, fitted, best))
             metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+            # e.g. fallbacks and warnings of statsmodels fits, of the test forecasts only (read before
+            # the intervals' calibration forecasts the validation windows with the same network)
+            diagnostics = module.network.diagnostics()
             if interval_settings:
                 extra = interval_step(interval_settings, module, datamodule, trainer)
                 metrics.update(extra)
                 if logger is not None and trainer.is_global_zero:
                     logger.log_metrics(extra)
-            diagnostics = module.network.diagnostics()  # e.g. fallbacks and warnings of statsmodels fits
             if diagnostics:
                 extra = reduce_diagnostics(trainer, diagnostics)
                 metrics.update(extra)
