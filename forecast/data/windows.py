@@ -54,7 +54,10 @@ class WindowDataset(Dataset):
         starts = torch.as_tensor(indices, dtype=torch.long)
         if len(starts) and (starts.min() < 0 or starts.max() >= len(self)):
             raise IndexError(f"window indices out of range for {len(self)} windows")
-        starts = starts.to(self.values.device, non_blocking=True) + self.start
+        return self._gather(starts.to(self.values.device, non_blocking=True) + self.start)
+
+    def _gather(self, starts: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The windows whose look-backs start at the rows ``starts``, in one indexing per tensor."""
         x_rows = starts[:, None] + self._x_offsets
         y_rows = starts[:, None] + self._y_offsets
         return {
@@ -88,15 +91,7 @@ class OriginWindows(WindowDataset):
         index = torch.as_tensor(indices, dtype=torch.long)
         if len(index) and (index.min() < 0 or index.max() >= len(self)):
             raise IndexError(f"window indices out of range for {len(self)} windows")
-        starts = self.starts[index].to(self.values.device, non_blocking=True)
-        x_rows = starts[:, None] + self._x_offsets
-        y_rows = starts[:, None] + self._y_offsets
-        return {
-            "x": self.values[x_rows],
-            "y": self.values[y_rows, self.values.shape[1] - self.c_out:],
-            "x_mark": self.marks[x_rows],
-            "y_mark": self.marks[y_rows],
-        }
+        return self._gather(self.starts[index].to(self.values.device, non_blocking=True))
 
 
 def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

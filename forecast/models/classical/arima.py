@@ -77,16 +77,7 @@ class ARIMA(Estimated):
         return np.stack([nan if r is None else r for r in out])
 
     def _forecast(self, series, channels):
-        seasonal = self._seasonal_order()
-        if self.refit == "once":
-            if self.selected is None:
-                raise ConfigError("ARIMA with refit=once has no parameters: fit_training() was not called. "
-                                  "Fix: run it through the pipeline or use model.refit=window.")
-            per_channel = [{"horizon": self.pred_len, "order": o, "params": p, "seasonal_order": seasonal}
-                           for o, p in self.selected]
-            kwargs_list = [per_channel[c] for c in channels.tolist()]
-        else:
-            kwargs_list = [{"horizon": self.pred_len, "orders": self.orders, "seasonal_order": seasonal}] * len(series)
+        kwargs_list = self._kwargs(channels)
         out, _ = self._map(fits.arima_forecast, series, kwargs_list, self.pred_len)
         out = torch.as_tensor(out, dtype=torch.float64)
         return out, ~torch.isfinite(out).all(dim=1)
