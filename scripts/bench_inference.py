@@ -4,8 +4,8 @@ logged MLflow model (the pyfunc a server runs, called in-process) and of ``predi
     python scripts/bench_inference.py [--models dlinear,autoformer,etsformer,dpad,karma,seasonalnaive]
                                       [--threads 1] [--windows 256] [--csv benchmarks/inference.csv] [--out DIR]
 
-Each model is trained with ``trainer=debug`` (two steps: inference time does not depend on the
-weights; a debug run is never registered) on the bundled ETTh1 at its model file's look-back and
+Each model is trained for one epoch (``trainer.max_epochs=1``: inference time does not depend on
+how well the weights forecast, and a debug run's weights are never a benchmark) on the bundled ETTh1 at its model file's look-back and
 horizon, and logged to a fresh SQLite store of its own under ``--out``; its logged model
 (``runs:/<run id>/model``) is what is loaded. The windows are the last
 ``--windows`` input windows of ETTh1 (one step apart). Per model, in one process, ``--threads``
@@ -72,7 +72,7 @@ def store(root: Path, model: str) -> str:
 
 def train(model: str, root: Path, env: dict) -> None:
     (root / model).mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([PY, str(REPO / "train.py"), f"model={model}", "trainer=debug", "num_threads=1",
+    proc = subprocess.run([PY, str(REPO / "train.py"), f"model={model}", "trainer.max_epochs=1", "num_threads=1",
                            "trainer.enable_progress_bar=false", f"hydra.run.dir={root}/{model}/train"], cwd=root / model,
                           env={**env, "MLFLOW_TRACKING_URI": store(root, model)}, capture_output=True, text=True)
     if proc.returncode:
