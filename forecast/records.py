@@ -95,6 +95,18 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+def replace_model_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
+    """Write ``rows`` into a benchmark CSV in place of the rows of the same models, keeping the
+    other models' rows (keys outside ``columns`` are left out); LF line endings."""
+    models = {r["model"] for r in rows}
+    kept = [r for r in read_csv(path) if r["model"] not in models]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept + rows)
+
+
 def append_row(path: Path, columns: list[str], row: dict) -> None:
     """Append ``row`` (keys among ``columns``) to a benchmark CSV, with its header when the file
     is new; LF line endings."""

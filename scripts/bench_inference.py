@@ -30,7 +30,6 @@ replaced), with threads, load average before and after, machine, date and comman
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import json
 import os
@@ -156,20 +155,6 @@ def measure(model: str, root: Path, env: dict, args) -> list[dict]:
     return rows
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Replace the rows of the measured models in ``path``; keep the others."""
-    models = {r["model"] for r in rows}
-    kept = []
-    if path.exists():
-        with open(path, newline="") as fh:
-            kept = [r for r in csv.DictReader(fh) if r["model"] not in models]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(kept + rows)
-
-
 def main():
     args = parse_args()
     models = [m for m in args.models.split(",") if m]
@@ -183,7 +168,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(REPO))
-    from forecast.records import machine
+    from forecast.records import machine, replace_model_rows
 
     command = " ".join(["python", "scripts/bench_inference.py", *sys.argv[1:]])
     rows = []
@@ -197,7 +182,7 @@ def main():
                                                 "overhead", "load_before", "load_after") if k in r}), flush=True)
         rows += got
     if args.csv:
-        write_csv(args.csv, rows)
+        replace_model_rows(args.csv, CSV_FIELDS, rows)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ runs per model (start-up dominated).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -250,20 +249,6 @@ def serve(model: str, root: Path, env: dict, history: pd.DataFrame, args, expect
     return rows
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Replace the rows of the benchmarked models in ``path``; keep the others."""
-    models = {r["model"] for r in rows}
-    kept = []
-    if path.exists():
-        with open(path, newline="") as fh:
-            kept = [r for r in csv.DictReader(fh) if r["model"] not in models]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(kept + rows)
-
-
 def main():
     args = parse_args()
     models = [m for m in args.models.split(",") if m]
@@ -285,6 +270,7 @@ def main():
     torch.set_num_threads(1)
     sys.path.insert(0, str(REPO))
     from forecast.pipelines.predict import load_model
+    from forecast.records import replace_model_rows
 
     history = pd.read_csv(REPO / "data" / "ETT-small" / "ETTh1.csv").tail(96).reset_index(drop=True)
     rows = []
@@ -307,7 +293,7 @@ def main():
     print(json.dumps(out, indent=1))
     (root / "result.json").write_text(json.dumps(out, indent=1))
     if args.csv:
-        write_csv(args.csv, rows)
+        replace_model_rows(args.csv, CSV_FIELDS, rows)
 
 
 if __name__ == "__main__":
