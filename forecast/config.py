@@ -163,6 +163,7 @@ class CompareConfig:
     paper_compat: Optional[bool] = False
     published: Optional[str] = None
     source: str = "test"             # rank by train runs' test/mse (test) or backtest runs' backtest/mse (backtest)
+    rank_by: str = "mse"             # the score that ranks (lower is better): mse, mae, wql, msis_<L>, winkler_<L>
     out_dir: str = "leaderboard"
     experiment_name: str = "leaderboard"
     log: bool = True
