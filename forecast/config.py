@@ -54,7 +54,10 @@ class IntervalsConfig:
 
     method: Optional[str] = "conformal_error"  # conformal_error | conformal_quantile | native | null (none)
     levels: List[Any] = field(default_factory=lambda: [80, 95])  # coverage levels in percent, integers 1-99
-    calibration: str = "val"                   # the calibration windows: val (every window of the validation split)
+    calibration: str = "val"                   # the calibration windows: val (the validation split's) | backtest
+    windows: int = 200                         # calibration=backtest: cutoffs of the calibration backtest
+    step: int = 1                              #   rows between them
+    refit: Any = False                         #   its refits (false: one training before the first cutoff)
     aci_gamma: float = 0.005                   # adaptive conformal inference's step (predict.py with actuals)
 
 

@@ -44,7 +44,7 @@ from forecast.errors import ConfigError, DataError
 
 METHODS = ("conformal_error", "conformal_quantile")
 NATIVE = "native"
-CALIBRATIONS = ("val",)
+CALIBRATIONS = ("val", "backtest")
 WQL_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # gluonts' default grid
 WQL_LEVELS = (20, 40, 60, 80)  # the central bands whose bounds are that grid (0.5: the point forecast)
 FILE = "intervals.npz"
@@ -91,8 +91,21 @@ def check_settings(node, key: str = "intervals") -> dict:
     calibration = node.get("calibration", "val")
     if calibration not in CALIBRATIONS:
         raise ConfigError(f"{key}.calibration={calibration!r} is not one of {list(CALIBRATIONS)}. Fix: "
-                          f"{key}.calibration=val (every window of the validation split).")
-    return {"method": str(method), "levels": levels, "calibration": str(calibration)}
+                          f"{key}.calibration=val (every window of the validation split) or {key}.calibration=backtest "
+                          "(rolling-origin forecasts before the test split).")
+    out = {"method": str(method), "levels": levels, "calibration": str(calibration)}
+    if calibration == "backtest":
+        if method == NATIVE:
+            raise ConfigError(f"{key}.calibration=backtest with {key}.method=native: native intervals are not "
+                              f"calibrated. Fix: {key}.method=conformal_error, or drop {key}.calibration.")
+        for name in ("windows", "step"):
+            value = node.get(name, 200 if name == "windows" else 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{key}.{name}={value!r} must be a positive integer. Fix: e.g. {key}.windows=200 "
+                                  f"{key}.step=1.")
+            out[name] = int(value)
+        out["refit"] = node.get("refit", False)
+    return out
 
 
 def has_native(network) -> bool:
@@ -139,7 +152,8 @@ class Calibration:
     ``scores``: ``|y − ŷ|`` (``conformal_error``) or ``y − ŷ`` (``conformal_quantile``) of each
     calibration window, horizon step and forecast channel; ``levels``: the levels a forecast
     carries by default (any other in 1..99 can be asked for); ``source``: where the windows
-    came from (``val``: the validation split)."""
+    came from (``val``: the validation split; ``backtest``: rolling-origin forecasts before the
+    test split, each by a model trained only on the rows before its cutoff)."""
 
     method: str
     scores: np.ndarray

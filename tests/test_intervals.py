@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from forecast import intervals
-from forecast.errors import ConfigError
+from forecast.errors import ConfigError, DataError
 from forecast.intervals import Calibration
 
 
@@ -228,3 +228,54 @@ def test_backtest_bands_use_only_rows_before_each_refits_cutoff(tmp_path, monkey
     assert not np.allclose(width["clean"][~first.to_numpy()], width["dirty"][~first.to_numpy()])
     steps = clean.attrs["metrics"].query("level == 'step'")
     assert len(steps) == 12 and steps["coverage_80"].between(0, 1).all() and (steps["width_95"] > steps["width_80"]).all()
+
+
+# ------------------------------------------------------------------ calibration on backtest cutoffs
+def _backtest_calibrated(make_config, path, model="seasonalnaive", *extra):
+    from forecast.pipelines import train
+
+    cfg = make_config("data=csv", f"data.path={path}", "data.features=S", "data.seq_len=48", "data.pred_len=24",
+                      "data.split_sizes=[0.3,0.25,0.45]", f"model={model}", "trainer.max_epochs=1", "logger=none",
+                      "intervals.levels=[90]", "intervals.calibration=backtest", "intervals.windows=500",
+                      "plot_windows=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", *extra)
+    return train.run(cfg)
+
+
+def test_backtest_calibration_covers_nominal_and_reads_only_rows_before_the_test_split(make_config, tmp_path):
+    import pandas as pd
+
+    path = _exchangeable_csv(tmp_path)
+    metrics = _backtest_calibrated(make_config, path)
+    assert metrics["test/calibration_windows"] == 500 and metrics["test/windows"] >= 2000
+    assert abs(metrics["test/coverage_90"] - 0.90) <= 0.03, metrics["test/coverage_90"]
+    frame = pd.read_csv(path)
+    border = 4500 - int(round(4500 * 0.45))  # the test split's first forecast row (splits 30/25/45 %)
+    later = frame.copy()
+    noise = np.random.default_rng(8).normal(0, 5, len(later) - border - 48)
+    later.loc[border + 48:, "OT"] += noise   # rows only test windows forecast: the calibration must not change
+    later.to_csv(tmp_path / "later.csv", index=False)
+    same = _backtest_calibrated(make_config, tmp_path / "later.csv")
+    assert same["test/calibration_mae_orig"] == metrics["test/calibration_mae_orig"]
+    assert same["test/coverage_90"] < 0.6   # the test forecasts did see the change
+    earlier = frame.copy()
+    earlier.loc[border - 100 : border - 1, "OT"] += 5.0  # inside the calibration windows: it must change
+    earlier.to_csv(tmp_path / "earlier.csv", index=False)
+    moved = _backtest_calibrated(make_config, tmp_path / "earlier.csv")
+    assert moved["test/calibration_mae_orig"] > metrics["test/calibration_mae_orig"] + 0.1
+
+
+def test_backtest_calibration_retrains_a_deep_model_and_refuses_what_it_cannot_do(make_config, tmp_path):
+    from forecast import api
+
+    path = _exchangeable_csv(tmp_path)
+    metrics = _backtest_calibrated(make_config, path, "dlinear", "intervals.windows=100", "intervals.step=5")
+    assert metrics["test/calibration_windows"] == 100 and 0.8 <= metrics["test/coverage_90"] <= 0.97
+    with pytest.raises(DataError, match="intervals.calibration=backtest: .*intervals.windows"):
+        _backtest_calibrated(make_config, path, "seasonalnaive", "intervals.windows=3000")
+    with pytest.raises(ConfigError, match="train=false.*Fix: intervals.calibration=val"):
+        _backtest_calibrated(make_config, path, "dlinear", "train=false", "ckpt_path=none.ckpt")
+    with pytest.raises(ConfigError, match="intervals.calibration=backtest in a backtest"):
+        api.backtest("data=csv", f"data.path={path}", "model=seasonalnaive", "logger=none",
+                     "intervals.calibration=backtest", windows=2)
+    with pytest.raises(ConfigError, match="intervals.windows=0 must be a positive integer"):
+        intervals.check_settings({"method": "conformal_error", "levels": [90], "calibration": "backtest", "windows": 0})

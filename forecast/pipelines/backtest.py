@@ -363,6 +363,9 @@ class Refit:
 def interval_settings(cfg: DictConfig) -> dict:
     """A model's ``intervals:`` settings (``{}``: none); ``native`` ones are not backtested."""
     settings = intervals.check_settings(cfg.get("intervals"))
+    if settings.get("calibration") == "backtest":  # a backtest inside each refit: each calibrates on its validation rows
+        raise ConfigError("intervals.calibration=backtest in a backtest: each refit calibrates on its own validation "
+                          "windows, the rows just before its cutoff. Fix: drop intervals.calibration (val).")
     return settings if settings.get("method") in intervals.METHODS else {}
 
 

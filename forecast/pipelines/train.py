@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from forecast import intervals, tracking
 from forecast.config import Recommendation, model_recommendations
 from forecast.data.datamodule import ForecastDataModule
-from forecast.errors import ConfigError, config_error
+from forecast.errors import ConfigError, DataError, config_error
 from forecast.models.base import Network
 from forecast.module import ForecastModule
 from forecast.plots import decomposition_figure, forecast_figure, shown_channels
@@ -148,12 +148,55 @@ def unscaled(datamodule: ForecastDataModule, scaled: torch.Tensor) -> np.ndarray
     return datamodule.target_scaler.inverse_transform(scaled.double().numpy())
 
 
-def calibrate(settings: dict, module: ForecastModule, datamodule: ForecastDataModule):
+def calibrate(settings: dict, module: ForecastModule, datamodule: ForecastDataModule, cfg: DictConfig | None = None):
     """The conformal calibration of the module's current weights on every validation window
-    (which training only used for early stopping, never for gradients or estimation)."""
+    (which training only used for early stopping, never for gradients or estimation); with
+    ``calibration: backtest`` (and the run's ``cfg``), on a rolling-origin backtest before the
+    test split instead (:func:`backtest_calibration`)."""
+    if settings["calibration"] == "backtest" and cfg is not None:
+        return backtest_calibration(settings, cfg, datamodule)
     pred, actual = split_forecasts(module, datamodule, "val")
     calibration = intervals.calibrate(pred, actual, settings["method"], settings["levels"], settings["calibration"])
     log.info("intervals: %s calibrated on %d validation windows (per horizon step and channel), levels %s",
+             settings["method"], calibration.n, settings["levels"])
+    return calibration
+
+
+def backtest_calibration(settings: dict, cfg: DictConfig, datamodule: ForecastDataModule):
+    """The conformal calibration on the forecasts of a rolling-origin backtest of this run's
+    config (the backtest code: :mod:`forecast.pipelines.backtest`): ``settings["windows"]``
+    cutoffs ``settings["step"]`` rows apart, the last window ending where the test split's
+    first forecast starts, each forecast by a model trained (or fitted) only on the rows before
+    its cutoff (``settings["refit"]``: how often it is retrained; ``false``: once, before the
+    first). Unlike the validation windows, no calibration forecast comes from weights that early
+    stopping chose on those same windows. Costs that backtest's training(s) on top of the run's."""
+    import copy
+
+    from omegaconf import open_dict
+
+    from forecast.pipelines import backtest
+
+    inner = copy.deepcopy(cfg)
+    with open_dict(inner):
+        inner.intervals.method = None          # calibrating the calibration would recurse
+        inner.logger = None                    # its forecasts are what is kept, not runs
+        inner.record, inner.register, inner.alias, inner.log_model = None, False, None, False
+        inner.ckpt_path = None
+        inner.backtest = {"windows": settings["windows"], "step": settings["step"], "refit": settings["refit"],
+                          "warm_start": False, "start": None, "plot_cutoffs": 0,
+                          "end": int(datamodule.splits["test"].border)}  # the last window ends where the test's first starts
+        inner.models, inner.resume = [], False
+    entry = backtest.Entry(tracking.model_name(cfg), inner, {})
+    try:
+        plan = backtest.make_plan(inner, [entry])
+    except DataError as error:
+        raise DataError(f"intervals.calibration=backtest: {error} (the calibration cutoffs: intervals.windows, "
+                        "intervals.step)") from None
+    log.info("intervals: calibration backtest of %d cutoffs %d rows apart before the test split (%s), %d training(s)",
+             len(plan.cutoffs), plan.step, plan.describe(), len(plan.groups))
+    result = backtest.backtest_model(entry, plan, None)
+    calibration = intervals.calibrate(result.pred, plan.actuals(), settings["method"], settings["levels"], "backtest")
+    log.info("intervals: %s calibrated on %d backtest windows (per horizon step and channel), levels %s",
              settings["method"], calibration.n, settings["levels"])
     return calibration
 
@@ -185,7 +228,8 @@ def native_bands(module: ForecastModule, datamodule: ForecastDataModule, split: 
     return unscaled(datamodule, torch.cat(preds)), unscaled(datamodule, torch.cat(targets)), bands
 
 
-def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDataModule, trainer: pl.Trainer) -> dict[str, float]:
+def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDataModule, trainer: pl.Trainer,
+                  cfg: DictConfig | None = None) -> dict[str, float]:
     """Calibrate the tested weights (``module.calibration``, stored with the logged model) and
     score their intervals on the test windows: ``test/coverage_<L>``, ``test/width_<L>``,
     ``test/winkler_<L>``, ``test/msis_<L>``, ``test/wql``. ``native``: the network's own
@@ -201,7 +245,7 @@ def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDa
         scores = intervals.interval_metrics(actual, bands, datamodule.mase_scale, quantiles)
         scores["windows"] = float(len(pred))
         return {f"test/{k}": v for k, v in scores.items()}
-    module.calibration = calibrate(settings, module, datamodule)
+    module.calibration = calibrate(settings, module, datamodule, cfg)
     if module.test_outputs and trainer.world_size == 1:
         pred = unscaled(datamodule, torch.cat([p for p, _ in module.test_outputs]))
         actual = unscaled(datamodule, torch.cat([t for _, t in module.test_outputs]))
@@ -341,6 +385,10 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
         raise ConfigError(f"intervals.method=native: {tracking.model_name(cfg)} has no prediction intervals of its own "
                           "(statsmodels gives them for arima and ets). Fix: intervals.method=conformal_error, which "
                           "calibrates any model on its validation windows.")
+    if interval_settings.get("calibration") == "backtest" and not cfg.train and module.trainable:
+        raise ConfigError("intervals.calibration=backtest trains the model again before its calibration cutoffs, but "
+                          "train=false. Fix: intervals.calibration=val to calibrate the tested weights on the "
+                          "validation windows, or train=true.")
     if cfg.get("init_from"):
         load_initial_weights(module, cfg.init_from)
     # the command that trained the tested weights, found before anything runs (a row must say it)
@@ -376,7 +424,7 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
             # the intervals' calibration forecasts the validation windows with the same network)
             diagnostics = module.network.diagnostics()
             if interval_settings:
-                extra = interval_step(interval_settings, module, datamodule, trainer)
+                extra = interval_step(interval_settings, module, datamodule, trainer, cfg)
                 metrics.update(extra)
                 if logger is not None and trainer.is_global_zero:
                     logger.log_metrics(extra)
