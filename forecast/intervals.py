@@ -159,6 +159,7 @@ class Calibration:
     scores: np.ndarray
     levels: list[int]
     source: str = "val"
+    alphas: dict = field(default_factory=dict)  # {level: miscoverage} adapted by ACI (a retrain), used by default
     _sorted: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -168,6 +169,11 @@ class Calibration:
         if self.scores.ndim != 3 or self.scores.shape[0] < 1:
             raise DataError(f"calibration scores must be [N, H, C] with N ≥ 1, got shape {self.scores.shape}.")
         self.levels = check_levels(self.levels)
+        self.alphas = {int(level): float(a) for level, a in (self.alphas or {}).items()}
+
+    def with_alphas(self, alphas: dict[int, float]) -> "Calibration":
+        """The same scores serving ``alphas`` (ACI's adapted miscoverage per level) by default."""
+        return Calibration(self.method, self.scores, self.levels, self.source, alphas)
 
     @property
     def n(self) -> int:
@@ -197,10 +203,12 @@ class Calibration:
     def bands(self, pred: np.ndarray, levels: Iterable[int] | None = None,
               alphas: dict[int, float] | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """``{level: (lo, hi)}`` around forecasts ``pred [..., H, C]`` (data units); ``alphas``:
-        an adapted miscoverage per level (:func:`adapt_alphas`) instead of ``1 − level/100``."""
+        an adapted miscoverage per level (:func:`adapt_alphas`) instead of ``1 − level/100``
+        (default: the stored :attr:`alphas` of a retrain's adaptation, where there are some)."""
         out = {}
+        alphas = self.alphas if alphas is None else alphas
         for level in check_levels(self.levels if levels is None else levels):
-            down, up = self.offsets(level, (alphas or {}).get(level))
+            down, up = self.offsets(level, alphas.get(level))
             out[level] = (pred - down, pred + up)
         return out
 
@@ -223,7 +231,7 @@ class Calibration:
         """``intervals.npz``: the scores (float32: the served bands differ from float64 ones by
         less than 1e-6 relative) and a JSON header (method, levels, source, n)."""
         header = {"method": self.method, "levels": self.levels, "source": self.source, "n": self.n,
-                  "shape": list(self.scores.shape)}
+                  "shape": list(self.scores.shape), "alphas": {str(k): v for k, v in self.alphas.items()}}
         np.savez_compressed(path, scores=self.scores.astype(np.float32), header=np.asarray(json.dumps(header)))
         return Path(path)
 
@@ -231,11 +239,13 @@ class Calibration:
     def load(cls, path: Path) -> "Calibration":
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
-            return cls(header["method"], data["scores"].astype(np.float64), header["levels"], header.get("source", "val"))
+            return cls(header["method"], data["scores"].astype(np.float64), header["levels"], header.get("source", "val"),
+                       {int(k): v for k, v in header.get("alphas", {}).items()})
 
     def metadata(self) -> dict:
         """What the logged model's metadata says about its intervals."""
         return {"method": self.method, "levels": self.levels, "calibration": self.source, "windows": self.n,
+                **({"aci_alphas": {str(k): round(v, 6) for k, v in self.alphas.items()}} if self.alphas else {}),
                 "stored": "raw scores per window, horizon step and channel (intervals.npz): any level 1-99 is served",
                 "columns": "<channel>-lo-<level>, <channel>-hi-<level>"}
 
@@ -375,14 +385,16 @@ def adaptive_bound(sorted_calibration: np.ndarray, alpha: float) -> float:
 def adapt_alphas(calibration: Calibration, pred: np.ndarray, actual: np.ndarray, levels: Iterable[int],
                  gamma: float) -> dict[int, float]:
     """Adaptive conformal inference over recent windows, oldest first (``pred``/``actual``
-    ``[W, H, C]``, data units): for each level, ``α`` starts at ``1 − level/100`` and after each
+    ``[W, H, C]``, data units): for each level, ``α`` starts at ``1 − level/100`` (or at the
+    calibration's stored :attr:`Calibration.alphas`, adapted before) and after each
     window moves by ``γ·(α_target − miss)``, ``miss`` the share of that window's actuals outside
     its band at the current ``α``. Returns the ``α`` to forecast with next, per level."""
     if not 0 < float(gamma) < 1:
         raise ConfigError(f"aci.gamma={gamma} must lie strictly between 0 and 1. Fix: e.g. aci.gamma=0.005.")
     out = {}
     for level in check_levels(levels):
-        target = a = 1 - level / 100
+        target = 1 - level / 100
+        a = calibration.alphas.get(level, target)  # a retrain's adaptation goes on from the last one's
         for w in range(len(pred)):
             lo, hi = calibration.bands(pred[w], [level], {level: a})[level]
             miss = 1.0 - coverage(actual[w], lo, hi)

@@ -384,6 +384,47 @@ def log_model(cfg: DictConfig, module, datamodule, lineage: dict, tags: dict | N
                 os.environ[PROGRESS_BAR] = bar
 
 
+def log_adapted(client, run_id: str, calibration) -> str:
+    """Log a copy of run ``run_id``'s model (its ``model_uri`` tag) whose intervals are
+    ``calibration`` (e.g. with the miscoverage adapted by ACI on the newest windows) to the same
+    run, as model ``model-aci``; the run's ``model_uri`` tag then points at the copy (the
+    original's stays in ``model_uri_unadapted``), so registering the run registers the copy.
+    Everything else (network, config, scaler, lineage, signature) is the original's. Returns the
+    copy's URI."""
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    run = client.get_run(run_id)
+    uri = run.data.tags["model_uri"]
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(Path(tmp) / "original"),
+                                                         tracking_uri=client.tracking_uri))
+        original = Model.load(str(local))
+        artifacts = {name: str(local / entry["path"])
+                     for name, entry in original.flavors["python_function"]["artifacts"].items()}
+        (Path(tmp) / "adapted").mkdir()
+        artifacts["intervals"] = str(calibration.save(Path(tmp) / "adapted" / intervals.FILE))
+        metadata = {**(original.metadata or {}), "intervals": calibration.metadata()}
+        mlflow.set_tracking_uri(client.tracking_uri)
+        mlflow.set_experiment(experiment_id=run.info.experiment_id)
+        bar = os.environ.get(PROGRESS_BAR)
+        os.environ[PROGRESS_BAR] = "false"
+        try:
+            with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                info = mlflow.pyfunc.log_model(name=f"{MODEL_NAME}-aci", python_model=ForecastModel(), artifacts=artifacts,
+                                               signature=original.signature, pip_requirements=requirements(),
+                                               metadata=metadata)
+        finally:
+            if bar is None:
+                os.environ.pop(PROGRESS_BAR, None)
+            else:
+                os.environ[PROGRESS_BAR] = bar
+    client.set_tag(run_id, "model_uri_unadapted", uri)
+    client.set_tag(run_id, "model_uri", info.model_uri)
+    return info.model_uri
+
+
 class _DropAdvice(logging.Filter):
     """MLflow warns that a pyfunc object is pickled; ours is pickled by reference to
     ``forecast.serving.ForecastModel`` (the package must be importable where it is loaded)."""

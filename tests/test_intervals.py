@@ -6,6 +6,7 @@ drift, and bad levels."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from forecast import intervals
@@ -279,3 +280,44 @@ def test_backtest_calibration_retrains_a_deep_model_and_refuses_what_it_cannot_d
                      "intervals.calibration=backtest", windows=2)
     with pytest.raises(ConfigError, match="intervals.windows=0 must be a positive integer"):
         intervals.check_settings({"method": "conformal_error", "levels": [90], "calibration": "backtest", "windows": 0})
+
+
+# ------------------------------------------------------------------ adapted levels stored with a model
+def test_adapted_alphas_are_stored_served_and_continued(make_config, tmp_path):
+    """A calibration's stored alphas widen its default bands, survive save/load and an MLflow
+    copy of the model (what a retrain registers), and the next adaptation starts from them."""
+    import mlflow
+
+    from forecast import serving, tracking
+    from forecast.pipelines import train
+
+    rng = np.random.default_rng(9)
+    cal = intervals.calibrate(np.zeros((500, 6, 1)), rng.standard_normal((500, 6, 1)), "conformal_error", [80])
+    wider = cal.with_alphas({80: 0.05})
+    nominal_hi = cal.bands(np.zeros((6, 1)))[80][1]
+    assert (wider.bands(np.zeros((6, 1)))[80][1] > nominal_hi).all()
+    assert np.allclose(wider.bands(np.zeros((6, 1)), alphas={})[80][1], nominal_hi)   # explicit alphas win
+    loaded = Calibration.load(wider.save(tmp_path / "c.npz"))
+    assert loaded.alphas == {80: 0.05} and loaded.metadata()["aci_alphas"] == {"80": 0.05}
+    quiet = np.zeros((1, 6, 1))  # a window with no miss: α rises from where it was, not from nominal
+    assert intervals.adapt_alphas(wider, quiet, quiet, [80], gamma=0.1)[80] == pytest.approx(0.05 + 0.1 * 0.2)
+
+    path = _exchangeable_csv(tmp_path, rows=1200)
+    cfg = make_config("data=csv", f"data.path={path}", "data.features=S", "data.seq_len=48", "data.pred_len=24",
+                      "model=seasonalnaive", "intervals.levels=[80]", "plot_windows=1",
+                      "trainer.enable_progress_bar=false")
+    train.run(cfg)
+    client = tracking.client(make_config.tracking_uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.model = 'seasonalnaive'")
+    original = mlflow.pyfunc.load_model(run.data.tags["model_uri"])
+    stored = original.unwrap_python_model().calibration
+    adapted = stored.with_alphas({80: 0.02})
+    uri = serving.log_adapted(client, run.info.run_id, adapted)
+    tags = client.get_run(run.info.run_id).data.tags
+    assert tags["model_uri"] == uri != tags["model_uri_unadapted"] == run.data.tags["model_uri"]
+    copy = mlflow.pyfunc.load_model(uri)
+    assert copy.metadata.metadata["intervals"]["aci_alphas"] == {"80": 0.02}
+    history = pd.read_csv(path).tail(48)
+    before, after = original.predict(history), copy.predict(history)
+    assert np.allclose(before["OT"], after["OT"])                               # the same network and scaler
+    assert ((after["OT-hi-80"] - after["OT"]) > (before["OT-hi-80"] - before["OT"])).all()  # α 0.02 < 0.2: wider
