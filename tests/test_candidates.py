@@ -205,3 +205,17 @@ def test_bad_budget_and_metric_are_refused(store):
         rt.retrain(config(tmp, source, "syn-x", "max_minutes=0"))
     with pytest.raises(ForecastError, match="metric=crps"):
         rt.retrain(config(tmp, source, "syn-x", "metric=crps"))
+
+
+def test_interval_metrics_rank_candidates_and_a_model_without_intervals_ranks_last(store):
+    tmp, source, client = store
+    result = rt.retrain(config(tmp, source, "syn-wql", candidates("model=drift intervals.method=null", "seasonalnaive"),
+                               "metric=wql"))
+    by_label = {c.label: c for c in result["candidates"]}
+    assert result["chosen_candidate"] == "seasonalnaive" and by_label["seasonalnaive"].rank == 1
+    assert by_label["drift"].rank == 2 and np.isnan(by_label["drift"].scores["wql"])
+    scores = by_label["seasonalnaive"].scores
+    assert 0 < scores["wql"] < 0.1 and 0 < scores["msis_80"] < np.inf  # conformal bands around a near-exact forecast
+    assert 0.6 <= scores["coverage_80"] <= 1.0 and scores["coverage_95"] >= scores["coverage_80"]
+    run = client.get_run(result["retrain_run_id"])
+    assert run.data.metrics["challenger/wql"] == pytest.approx(scores["wql"])

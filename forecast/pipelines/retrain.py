@@ -12,14 +12,19 @@ One retrain of the registered model ``name`` from ``source``:
    ``force``);
 4. train a challenger with the champion's logged config (or the ``train`` overrides), from
    scratch or from the champion's weights (``warm_start``), on every row before the evaluation
-   windows;
+   windows; with ``candidates``, train each candidate (any model family, on the champion's data
+   settings) there instead, cheapest first within ``max_minutes``, score each on the evaluation
+   windows of step 5, and take the best by ``metric`` as the challenger (a candidate that fails
+   or runs out of time is logged and skipped; none left: the retrain fails);
 5. forecast the evaluation windows, the last ``eval_windows`` horizons of the data (rolling
    origin), with both models, and score them on the original scale and z-scored
    (:mod:`forecast.evaluation`);
 6. register the challenger as a new version; point the ``champion`` alias at it only if it is
    better by at least ``min_improvement`` (relative), else tag it ``rejected``
    (:mod:`forecast.registry`);
-7. log the ``retrain`` run: both scores, the decision, the data lineage and the versions.
+7. log the ``retrain`` run: both scores, the decision, the data lineage and the versions (with
+   ``candidates``: every candidate's scores, rank, status and seconds, ``candidates.csv`` and a
+   figure of their errors per window).
 
 Moving the alias is the last write, so a failure anywhere before it leaves the champion serving.
 """
@@ -122,6 +127,7 @@ class StopAtDeadline(StopOnRequest):
     ``deadline`` (a ``time.monotonic()`` value: the end of ``max_minutes``), with :class:`OutOfTime`."""
 
     def __init__(self, deadline: float):
+        super().__init__()
         self.deadline = deadline
 
     def check(self) -> None:
