@@ -219,3 +219,32 @@ def test_interval_metrics_rank_candidates_and_a_model_without_intervals_ranks_la
     assert 0.6 <= scores["coverage_80"] <= 1.0 and scores["coverage_95"] >= scores["coverage_80"]
     run = client.get_run(result["retrain_run_id"])
     assert run.data.metrics["challenger/wql"] == pytest.approx(scores["wql"])
+
+
+def test_a_stop_request_during_a_candidates_training_stops_the_retrain_not_just_the_candidate(store, monkeypatch):
+    """SIGTERM's flag raised while the deep candidate trains ends the whole retrain (status
+    128 + 15), not only that candidate: nothing registered, the champion kept."""
+    import signal
+
+    tmp, source, client = store
+    name = "syn-stop"
+    rt.retrain(config(tmp, source, name, candidates("seasonalnaive")))
+    monkeypatch.setattr(rt, "_stop_signal", None)
+    batches = []
+
+    class SignalAtBatch3(rt.StopOnRequest):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            batches.append(batch_idx)
+            if len(batches) == 3:
+                rt.request_stop(signal.SIGTERM)
+            super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+    monkeypatch.setattr(rt, "StopOnRequest", SignalAtBatch3)
+    with pytest.raises(SystemExit) as stopped:
+        rt.retrain(config(tmp, source, name, "force=true", candidates("model=drift", DLINEAR_1_EPOCH)))
+    assert stopped.value.code == 128 + signal.SIGTERM and len(batches) == 3
+    assert versions(client, name) == [1] and str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    experiment = client.get_experiment_by_name("retrain").experiment_id
+    last = client.search_runs([experiment], f"tags.retrain_of = '{name}' and tags.kind = 'retrain'",
+                              order_by=["attributes.start_time DESC"])[0]
+    assert last.info.status == "FAILED" and last.data.tags["error"] == "interrupted (SIGTERM)"
