@@ -206,6 +206,8 @@ class RetrainConfig:
     work_dir: str = MISSING
     experiment_name: str = "retrain"
     tracking_uri: Optional[str] = None
+    candidates: List[str] = field(default_factory=list)
+    max_minutes: Optional[float] = None
 
 
 @dataclass

@@ -141,7 +141,9 @@ def promote(client, name: str, alias: str, version: str) -> None:
 
 # ------------------------------------------------------------------ history
 def history(client, name: str, experiment_name: str = "retrain") -> pd.DataFrame:
-    """Every retrain of ``name``, oldest first: when, decision, versions, scores, data."""
+    """Every retrain of ``name``, oldest first: when, decision, versions, their models (the
+    network family: ``challenger_model``; ``champion_model``, the one serving after the retrain),
+    the chosen candidate, scores, data."""
     experiment = client.get_experiment_by_name(experiment_name)
     runs = client.search_runs([experiment.experiment_id], f"tags.retrain_of = '{name}' and tags.kind = 'retrain'",
                               order_by=["attributes.start_time ASC"], max_results=5000) if experiment else []
@@ -153,7 +155,10 @@ def history(client, name: str, experiment_name: str = "retrain") -> pd.DataFrame
             "started": pd.Timestamp(run.info.start_time, unit="ms").floor("s"),
             "status": run.info.status, "decision": tags.get("decision", "running"),
             "champion_before": tags.get("champion_before", ""), "challenger": tags.get("challenger_version", ""),
-            "champion_after": tags.get("champion_after", ""), "metric": metric,
+            "champion_after": tags.get("champion_after", ""),
+            "challenger_model": tags.get("challenger_model", ""),
+            "champion_model": tags.get("champion_model_after", tags.get("champion_model_before", "")),
+            "candidate": tags.get("chosen_candidate", ""), "metric": metric,
             "champion_score": metrics.get(f"champion/{metric}", np.nan),
             "challenger_score": metrics.get(f"challenger/{metric}", np.nan),
             "last_timestamp": tags.get("last_timestamp", ""), "rows": tags.get("data_rows", ""),
@@ -166,8 +171,8 @@ def history(client, name: str, experiment_name: str = "retrain") -> pd.DataFrame
 def history_markdown(table: pd.DataFrame, name: str) -> str:
     """The history as a Markdown table, one line per retrain."""
     lines = [f"# {name}: {len(table)} retrains", "",
-             "| started | decision | champion before → after | challenger | champion score | challenger score | data up to | rows | train s | run id |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| started | decision | champion before → after | serving model | challenger | challenger model | champion score | challenger score | data up to | rows | train s | run id |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def number(value, digits=4):
         return "" if pd.isna(value) else f"{value:.{digits}f}"
@@ -175,7 +180,8 @@ def history_markdown(table: pd.DataFrame, name: str) -> str:
     for r in table.itertuples():
         decision = r.decision + (f" ({r.error})" if r.error else "")
         lines.append(f"| {r.started} | {decision} | {r.champion_before or '-'} → {r.champion_after or '-'} | "
-                     f"{r.challenger or '-'} | {number(r.champion_score)} | {number(r.challenger_score)} | "
+                     f"{r.champion_model or '-'} | {r.challenger or '-'} | {r.challenger_model or '-'} | "
+                     f"{number(r.champion_score)} | {number(r.challenger_score)} | "
                      f"{r.last_timestamp} | {r.rows} | {number(r.train_seconds, 1)} | `{r.run_id}` |")
     return "\n".join(lines + [""])
 

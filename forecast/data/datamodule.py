@@ -169,10 +169,7 @@ class ForecastDataModule(pl.LightningDataModule):
             log.warning("%s: data.fill=%s filled %d missing value(s)", self.path, self.fill, done["values_filled"])
 
     def _naive_scale(self, train_targets: np.ndarray) -> np.ndarray:
-        """MASE denominator per target channel: in-sample MAE of the seasonal naive forecast."""
-        m = self.season_length if self.season_length < len(train_targets) else 1
-        scale = np.abs(train_targets[m:] - train_targets[:-m]).mean(axis=0)
-        return np.where(scale > 0, scale, np.nan)
+        return naive_scale(train_targets, self.season_length)
 
     def setup(self, stage: str | None = None) -> None:
         self.load()
@@ -296,3 +293,11 @@ class ForecastDataModule(pl.LightningDataModule):
             info[f"{name}_rows"] = f"{split.border}-{split.end - 1}"
             info[f"{name}_windows"] = split.n_windows(self.seq_len, self.pred_len)
         return info
+
+
+def naive_scale(train_targets: np.ndarray, season_length: int) -> np.ndarray:
+    """MASE denominator per target channel of ``train_targets [N, C]``: the in-sample MAE of the
+    seasonal naive forecast (NaN where it is 0)."""
+    m = season_length if season_length < len(train_targets) else 1
+    scale = np.abs(train_targets[m:] - train_targets[:-m]).mean(axis=0)
+    return np.where(scale > 0, scale, np.nan)

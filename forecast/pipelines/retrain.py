@@ -12,14 +12,19 @@ One retrain of the registered model ``name`` from ``source``:
    ``force``);
 4. train a challenger with the champion's logged config (or the ``train`` overrides), from
    scratch or from the champion's weights (``warm_start``), on every row before the evaluation
-   windows;
+   windows; with ``candidates``, train each candidate (any model family, on the champion's data
+   settings) there instead, cheapest first within ``max_minutes``, score each on the evaluation
+   windows of step 5, and take the best by ``metric`` as the challenger (a candidate that fails
+   or runs out of time is logged and skipped; none left: the retrain fails);
 5. forecast the evaluation windows, the last ``eval_windows`` horizons of the data (rolling
    origin), with both models, and score them on the original scale and z-scored
    (:mod:`forecast.evaluation`);
 6. register the challenger as a new version; point the ``champion`` alias at it only if it is
    better by at least ``min_improvement`` (relative), else tag it ``rejected``
    (:mod:`forecast.registry`);
-7. log the ``retrain`` run: both scores, the decision, the data lineage and the versions.
+7. log the ``retrain`` run: both scores, the decision, the data lineage and the versions (with
+   ``candidates``: every candidate's scores, rank, status and seconds, ``candidates.csv`` and a
+   figure of their errors per window).
 
 Moving the alias is the last write, so a failure anywhere before it leaves the champion serving.
 """
@@ -29,23 +34,27 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import logging
+import math
 import os
+import re
 import shutil
 import signal
 import socket
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from forecast import evaluation, plots, registry, tracking  # plots sets the Agg backend before pyplot is used
+from forecast import evaluation, intervals, plots, registry, tracking  # plots sets the Agg backend before pyplot is used
 from forecast.config import compose_train
+from forecast.data.datamodule import naive_scale
 from forecast.data.snapshot import snapshot, write_rows
 from forecast.data.sources import TimeSeriesTable, load_table
 from forecast.errors import ConfigError, DataError, ForecastError
@@ -107,6 +116,39 @@ class StopOnRequest(pl.Callback):
         check_stop()
 
 
+class OutOfTime(ForecastError):
+    """A candidate's training ran into the end of the retrain's ``max_minutes``."""
+
+    label = "out of time"
+
+
+class StopAtDeadline(StopOnRequest):
+    """:class:`StopOnRequest` that also ends a training or testing at the next batch past
+    ``deadline`` (a ``time.monotonic()`` value: the end of ``max_minutes``), with :class:`OutOfTime`."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+
+    def check(self) -> None:
+        check_stop()
+        if time.monotonic() > self.deadline:
+            raise OutOfTime("the retrain's max_minutes ran out during this training. Fix: raise max_minutes, or "
+                            "shorten the candidate (e.g. trainer.max_epochs).")
+
+    def on_fit_start(self, trainer, pl_module):
+        self.check()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.check()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.check()
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.check()
+
+
 # ------------------------------------------------------------------ lock
 @contextmanager
 def retrain_lock(path: Path, name: str):
@@ -146,6 +188,12 @@ def training_config(cfg: DictConfig, champion) -> DictConfig:
     else:
         raise ConfigError(f"'{cfg.name}' has no '{cfg.alias}' yet, so there is no config to retrain with. Fix: give "
                           "the first model's train.py overrides, e.g. train='[model=dlinear,data=csv,data.target=OT]'.")
+    return with_overrides(cfg, train_cfg)
+
+
+def with_overrides(cfg: DictConfig, train_cfg: DictConfig) -> DictConfig:
+    """``train_cfg`` with the retrain's ``overrides`` set on it, checked for what a registered
+    model may not be (a debug run, no MLflow logger)."""
     OmegaConf.set_struct(train_cfg, False)
     if not sys.stdout.isatty():  # cron, systemd and log files: no progress bars
         train_cfg.trainer.enable_progress_bar = False
@@ -210,14 +258,19 @@ def prepare(cfg: DictConfig, client, folder: Path, lineage: dict) -> Prepared:
     return Prepared(serving, champion, train_cfg, source, table, cutoffs, lineage)
 
 
-def challenger_config(cfg: DictConfig, prep: Prepared, folder: Path, retrain_id: str) -> tuple[DictConfig, bool]:
-    """The challenger's config, pointed at the rows before the first cutoff (written under
-    ``folder``), this retrain's tracking store and checkpoints, and (``warm_start``) the
-    champion's weights. Returns it and whether it is warm-started."""
-    train_cfg = prep.train_cfg
+def challenger_config(cfg: DictConfig, prep: Prepared, folder: Path, retrain_id: str, train_cfg: DictConfig | None = None,
+                      label: str | None = None) -> tuple[DictConfig, bool]:
+    """The challenger's config (``train_cfg``, default ``prep.train_cfg``), pointed at the rows
+    before the first cutoff (written once under ``folder``), this retrain's tracking store and
+    checkpoints (a folder per candidate ``label``), and (``warm_start``, a challenger of the
+    champion's network) the champion's weights. Returns it and whether it is warm-started."""
+    train_cfg = prep.train_cfg if train_cfg is None else train_cfg
     date_col = str(train_cfg.data.get("date_col", "date"))
-    (folder / "train").mkdir()
-    train_file = write_rows(prep.table, prep.cutoffs[0], folder / "train" / f"{prep.source.stem}.csv", date_col)
+    train_file = folder / "train" / f"{prep.source.stem}.csv"
+    if not train_file.exists():  # one file for every candidate: the same rows
+        train_file.parent.mkdir(parents=True, exist_ok=True)
+        train_file = write_rows(prep.table, prep.cutoffs[0], train_file, date_col)
+    checkpoints = folder / "checkpoints" / label if label else folder / "checkpoints"
     with open_dict(train_cfg):
         train_cfg.data.path = str(train_file)
         train_cfg.data.split_by = "ratio"
@@ -226,53 +279,297 @@ def challenger_config(cfg: DictConfig, prep: Prepared, folder: Path, retrain_id:
         train_cfg.logger.experiment_name = cfg.experiment_name
         for callback in train_cfg.callbacks.values():
             if callback and "dirpath" in callback:
-                callback.dirpath = str(folder / "checkpoints")
+                callback.dirpath = str(checkpoints)
         train_cfg.update(train=True, test=True, ckpt_path=None, init_from=None, paper_compat=False, record=None,
                          log_model=True, register=False, alias=None)
         train_cfg.tags = {**train_cfg.get("tags", {}), "retrain_id": retrain_id, "mlflow.parentRunId": retrain_id,
-                          "retrain_of": cfg.name}
+                          "retrain_of": cfg.name, **({"candidate": label} if label else {})}
     champion = prep.champion
-    warm = bool(cfg.warm_start and champion is not None and any(p.requires_grad for p in champion.network.parameters()))
+    warm = bool(cfg.warm_start and champion is not None and any(p.requires_grad for p in champion.network.parameters())
+                and str(champion.cfg.model.get("_target_")) == str(train_cfg.model.get("_target_")))
     if warm:
         weights = folder / "champion.pt"
         torch.save(champion.network.state_dict(), weights)
         train_cfg.init_from = str(weights)
     elif cfg.warm_start:
-        log.info("warm_start: %s; training from scratch", "no champion yet" if champion is None else
-                 "the champion has no trained weights")
+        log.info("warm_start: %s; training %s from scratch", "no champion yet" if champion is None else
+                 "the champion has no trained weights or another network", label or "the challenger")
     return train_cfg, warm
 
 
-def train_challenger(cfg: DictConfig, client, record: "RetrainRun", train_cfg: DictConfig):
-    """Run the train pipeline on the challenger's config (stoppable at each batch); returns its
-    MLflow run, its served model and the training seconds."""
+def train_challenger(cfg: DictConfig, client, record: "RetrainRun", train_cfg: DictConfig, label: str | None = None,
+                     deadline: float | None = None):
+    """Run the train pipeline on the challenger's config (stoppable at each batch; by
+    ``deadline``, a ``time.monotonic()`` value, too); returns its MLflow run, its served model
+    and the training seconds. ``label``: the candidate it is."""
     from forecast.pipelines import train as train_pipeline
     from forecast.pipelines.predict import load_model
 
     started = time.perf_counter()
-    train_pipeline.run(train_cfg, callbacks=[StopOnRequest()])
+    train_pipeline.run(train_cfg, callbacks=[StopOnRequest() if deadline is None else StopAtDeadline(deadline)])
     seconds = time.perf_counter() - started
-    runs = client.search_runs([record.experiment_id], f"tags.retrain_id = '{record.run_id}'", max_results=1)
+    query = f"tags.retrain_id = '{record.run_id}'" + (f" and tags.candidate = '{label}'" if label else "")
+    runs = client.search_runs([record.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
     if not runs or "model_uri" not in runs[0].data.tags:
         raise ForecastError("the challenger's training run logged no model; see its run in the MLflow UI.")
     return runs[0], load_model(runs[0].data.tags["model_uri"], cfg.tracking_uri)[1], seconds
 
 
-def evaluate(prep: Prepared, challenger) -> tuple[list[str], dict[str, np.ndarray], dict[str, dict]]:
+def check_metric(metric: str) -> None:
+    """The decision metrics: those of :data:`METRICS`, and ``wql`` / ``msis_<level>`` of models
+    with intervals."""
+    if metric not in METRICS and metric != "wql" and not re.fullmatch(r"msis_[1-9][0-9]?", str(metric)):
+        raise ConfigError(f"metric={metric} is not one of {METRICS}, wql or msis_<level> (e.g. msis_80). "
+                          "Fix: metric=mse, or wql for models with intervals.")
+
+
+@dataclass
+class Windows:
+    """The evaluation windows every model of a retrain is scored on: ``actual [W, H, C]`` of the
+    ``outputs`` and the scales of the rows before the first (``std``: z-scoring; ``mase_scale``:
+    the seasonal-naive MAE of MSIS), the same for every model."""
+
+    outputs: list[str]
+    actual: np.ndarray
+    std: np.ndarray
+    mase_scale: np.ndarray
+
+
+def evaluation_windows(prep: Prepared, outputs: list[str]) -> Windows:
+    data, end = prep.train_cfg.data, prep.cutoffs[0]
+    index = [prep.table.columns.index(c) for c in outputs]
+    return Windows(list(outputs), evaluation.actuals_at(prep.table, prep.cutoffs, int(data.pred_len), outputs),
+                   evaluation.channel_scale(prep.table, end, outputs),
+                   naive_scale(prep.table.values[:end, index], int(data.get("season_length") or 1)))
+
+
+def forecast_and_score(prep: Prepared, windows: Windows, model, who: str, metric: str = "mse") -> tuple[np.ndarray, dict]:
+    """``model``'s forecasts ``[W, H, C]`` from every cutoff and their scores: the point metrics
+    of :func:`forecast.evaluation.score` and, for a model logged with intervals, those of
+    :func:`forecast.intervals.evaluate` (``coverage_<L>``, ``msis_<L>``, ``wql``…). ``metric``
+    is always among the keys (NaN where the model has no intervals)."""
+    missing = [c for c in windows.outputs if c not in model.spec.outputs]
+    if missing:
+        raise ConfigError(f"the {who} does not forecast {missing}, which the champion does. Fix: keep "
+                          "data.features and the target of the champion's config.")
+    pred = evaluation.forecasts_from(model, prep.table, prep.cutoffs, windows.outputs)
+    scores = evaluation.score(pred, windows.actual, windows.std)
+    calibration = getattr(model, "calibration", None)
+    if calibration is not None and list(model.spec.outputs) == windows.outputs:
+        levels = sorted({*calibration.levels, *([int(metric[5:])] if metric.startswith("msis_") else [])})
+        scores.update(intervals.evaluate(calibration, pred, windows.actual, windows.mase_scale, levels))
+    scores.setdefault(metric, float("nan"))
+    return pred, scores
+
+
+def evaluate(prep: Prepared, challenger, metric: str = "mse") -> tuple[list[str], dict[str, np.ndarray], dict[str, dict]]:
     """Both models' forecasts from every cutoff and their scores on the champion's outputs:
     ``(outputs, {who: [W, H, C]}, {who: scores})``."""
     champion = prep.champion
-    outputs = champion.spec.outputs if champion is not None else challenger.spec.outputs
-    missing = [c for c in outputs if c not in challenger.spec.outputs]
-    if missing:
-        raise ConfigError(f"the challenger does not forecast {missing}, which the champion does. Fix: keep "
-                          "data.features and the target of the champion's config.")
-    actual = evaluation.actuals_at(prep.table, prep.cutoffs, int(prep.train_cfg.data.pred_len), outputs)
-    std = evaluation.channel_scale(prep.table, prep.cutoffs[0], outputs)
-    predictions = {"challenger": evaluation.forecasts_from(challenger, prep.table, prep.cutoffs, outputs)}
+    windows = evaluation_windows(prep, (champion if champion is not None else challenger).spec.outputs)
+    predictions, scores = {}, {}
+    for who, model in (("challenger", challenger), ("champion", champion)):
+        if model is not None:
+            predictions[who], scores[who] = forecast_and_score(prep, windows, model, who, metric)
+    return windows.outputs, predictions, scores
+
+
+# ------------------------------------------------------------------ candidates
+@dataclass
+class Candidate:
+    """One entry of ``candidates`` and what became of it: ``status`` ``pending``, ``ok``,
+    ``failed`` (``reason``) or ``skipped`` (the budget; ``reason``)."""
+
+    label: str
+    text: str                           # the entry as given
+    overrides: list[str] = field(default_factory=list)
+    cfg: DictConfig | None = None
+    family: str = ""                    # the network, e.g. dlinear, seasonalnaive
+    deep: bool = True                   # trained by gradient descent (classical ones are fitted)
+    estimate: float | None = None       # seconds it took at the last retrain that ran it
+    status: str = "pending"
+    reason: str = ""
+    seconds: float = float("nan")
+    scores: dict = field(default_factory=dict)
+    pred: np.ndarray | None = None
+    run: object = None
+    model: object = None
+    warm: bool = False
+    rank: int | None = None
+
+
+def _label(overrides: list[str], text: str) -> str:
+    named = [o.split("=", 1)[1] for o in overrides if o.startswith(("model=", "experiment="))]
+    return re.sub(r"[^\w.-]+", "_", named[-1] if named else text).strip("_") or "candidate"
+
+
+def compose_candidate(cfg: DictConfig, prep: Prepared, overrides: list[str], base: DictConfig) -> DictConfig:
+    """A candidate's config: ``python train.py <train> <its overrides>``, on the data of the
+    champion's config (or ``train``'s): the settings every model of a backtest shares
+    (:data:`forecast.pipelines.backtest.SHARED_DATA`: file, channels, horizon, splits) are the
+    champion's, the ones its own model file or overrides change (a look-back) its own;
+    ``base``: ``train`` composed alone, to tell which those are."""
+    from forecast.pipelines.backtest import SHARED_DATA
+
+    own = compose_train([*cfg.train, *overrides])
+    data = OmegaConf.create(OmegaConf.to_container(prep.train_cfg.data))  # the path is still ??? before the first model
+    theirs, ours = OmegaConf.to_container(base.data), OmegaConf.to_container(own.data)
+    for key, value in ours.items():
+        if key not in SHARED_DATA and (key not in theirs or theirs[key] != value):
+            data[key] = value
+    OmegaConf.set_struct(own, False)
+    own.data = data
+    return with_overrides(cfg, own)
+
+
+def plan_candidates(cfg: DictConfig, prep: Prepared, last_runs: list) -> list[Candidate]:
+    """The candidates in the order they run: classical (fitted, seconds) before deep ones, then
+    by the seconds each took at the last retrain that ran it (``candidate/<label>/seconds`` of
+    ``last_runs``, newest first).
+    An entry that names no model or does not compose is ``failed`` here, with the reason."""
+    from hydra.utils import get_class
+
+    from forecast.models.classical.base import Classical
+    from forecast.pipelines.backtest import _entry_overrides
+
+    base = compose_train(list(cfg.train))
+    out: list[Candidate] = []
+    for item in cfg.candidates:
+        text = str(item).strip()
+        candidate = Candidate(label=_label(text.split(), text), text=text)
+        try:
+            candidate.overrides = _entry_overrides(text)
+            candidate.label = _label(candidate.overrides, text)
+            candidate.cfg = compose_candidate(cfg, prep, candidate.overrides, base)
+            candidate.family = tracking.model_name(candidate.cfg)
+            candidate.deep = not issubclass(get_class(str(candidate.cfg.model._target_)), Classical)
+        except Exception as error:  # noqa: BLE001 - a bad entry is that candidate's failure, not the retrain's
+            from forecast.errors import config_error
+
+            reason = error if isinstance(error, ForecastError) else config_error(error)
+            candidate.status, candidate.reason = "failed", str(reason).replace("models: ", "candidates: ", 1)
+        taken = {c.label for c in out}
+        label, n = candidate.label, 2
+        while candidate.label in taken:
+            candidate.label, n = f"{label}-{n}", n + 1
+        seconds = [r.data.metrics[f"candidate/{candidate.label}/seconds"] for r in last_runs
+                   if f"candidate/{candidate.label}/seconds" in r.data.metrics]
+        candidate.estimate = float(seconds[0]) if seconds else None
+        out.append(candidate)
+    return order_candidates(out)
+
+
+def order_candidates(candidates: list[Candidate]) -> list[Candidate]:
+    """Cheapest first: classical before deep, then by the last retrain's seconds (unknown last
+    within each kind), then as given."""
+    return sorted(candidates, key=lambda c: (c.deep, c.estimate is None, c.estimate or 0.0))
+
+
+def last_with_candidates(client, experiment_name: str, name: str, count: int = 10) -> list:
+    """The newest ``count`` retrains of ``name`` that ran candidates, newest first."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], f"tags.retrain_of = '{name}' and tags.candidates != ''",
+                              order_by=["attributes.start_time DESC"], max_results=count)
+
+
+def compete(cfg: DictConfig, client, record: "RetrainRun", prep: Prepared, folder: Path, deadline: float | None):
+    """Train, forecast and score every candidate on the evaluation windows (cheapest first;
+    one that fails or cannot finish by ``deadline`` is recorded and skipped); returns
+    ``(candidates, windows, the champion's forecasts and scores)``. The best by ``metric``
+    (ties: the earlier) has ``rank`` 1."""
+    candidates = plan_candidates(cfg, prep, last_with_candidates(client, cfg.experiment_name, cfg.name))
+    champion = prep.champion
+    windows = evaluation_windows(prep, champion.spec.outputs) if champion is not None else None
+    champion_pred = champion_scores = None
     if champion is not None:
-        predictions["champion"] = evaluation.forecasts_from(champion, prep.table, prep.cutoffs, outputs)
-    return outputs, predictions, {who: evaluation.score(pred, actual, std) for who, pred in predictions.items()}
+        champion_pred, champion_scores = forecast_and_score(prep, windows, champion, "champion", cfg.metric)
+    log.info("candidates of '%s', in this order: %s", cfg.name,
+             ", ".join(f"{c.label}{'' if c.status == 'pending' else ' (' + c.status + ')'}" for c in candidates))
+    for candidate in candidates:
+        if candidate.status != "pending":
+            log.warning("candidate %s failed: %s", candidate.label, candidate.reason)
+            continue
+        check_stop()
+        left = deadline - time.monotonic() if deadline is not None else math.inf
+        if left <= 0 or (candidate.estimate is not None and candidate.estimate > left):
+            candidate.status = "skipped"
+            candidate.reason = (f"max_minutes={cfg.max_minutes}: {max(left, 0):.0f} s left"
+                                + (f", it took {candidate.estimate:.0f} s at the last retrain" if candidate.estimate else ""))
+            log.warning("candidate %s skipped: %s", candidate.label, candidate.reason)
+            continue
+        started = time.perf_counter()
+        try:
+            train_cfg, candidate.warm = challenger_config(cfg, prep, folder, record.run_id, candidate.cfg, candidate.label)
+            log.info("candidate %s (%s): training on %s rows", candidate.label, " ".join(candidate.overrides),
+                     f"{prep.cutoffs[0]:,}")
+            candidate.run, candidate.model, _ = train_challenger(cfg, client, record, train_cfg, candidate.label, deadline)
+            if windows is None:  # no champion: the first candidate that trains sets the channels
+                windows = evaluation_windows(prep, candidate.model.spec.outputs)
+            candidate.pred, candidate.scores = forecast_and_score(prep, windows, candidate.model,
+                                                                  f"candidate {candidate.label}", cfg.metric)
+            candidate.status = "ok"
+        except OutOfTime as error:
+            candidate.status, candidate.reason = "skipped", str(error)
+        except Exception as error:  # noqa: BLE001 - one candidate's failure; SIGTERM's SystemExit passes
+            candidate.status, candidate.reason = "failed", (str(error).strip() or type(error).__name__)
+            log.debug("candidate %s", candidate.label, exc_info=True)
+        candidate.seconds = time.perf_counter() - started
+        if candidate.status == "ok":
+            log.info("candidate %s: %s %.4f (%.1f s)", candidate.label, cfg.metric, candidate.scores[cfg.metric],
+                     candidate.seconds)
+        else:
+            log.warning("candidate %s %s after %.1f s: %s", candidate.label, candidate.status, candidate.seconds,
+                        candidate.reason)
+    ranked = sorted((c for c in candidates if c.status == "ok"),
+                    key=lambda c: (not np.isfinite(c.scores[cfg.metric]), c.scores[cfg.metric]))
+    for rank, candidate in enumerate(ranked, start=1):
+        candidate.rank = rank
+    return candidates, windows, champion_pred, champion_scores
+
+
+def candidates_table(candidates: list[Candidate], metric: str) -> pd.DataFrame:
+    """One row per candidate in the order they ran: label, family, rank, status, reason,
+    seconds, the overrides and every score (``metric`` first)."""
+    rows = []
+    for c in candidates:
+        scores = {metric: c.scores.get(metric, np.nan), **c.scores}
+        rows.append({"candidate": c.label, "family": c.family, "rank": c.rank, "status": c.status,
+                     "seconds": c.seconds, **scores, "overrides": c.text, "run_id": c.run.info.run_id if c.run else "",
+                     "reason": c.reason})
+    frame = pd.DataFrame(rows)
+    frame["rank"] = frame["rank"].astype("Int64")
+    return frame
+
+
+def log_candidates(client, record: "RetrainRun", prep: Prepared, candidates: list[Candidate], windows: Windows | None,
+                   champion_pred, metric: str) -> None:
+    """``candidate/<label>/<score>``, ``…/seconds`` and ``…/rank`` metrics, ``candidates.csv``
+    and ``plots/candidates_by_window.png`` (each candidate's and the champion's ``metric`` per
+    evaluation window, :func:`forecast.plots.errors_figure`) of the retrain run."""
+    from mlflow.entities import Metric
+
+    now, batch = int(time.time() * 1000), []
+    for c in candidates:
+        values = {**c.scores, "seconds": c.seconds, **({"rank": c.rank} if c.rank else {})}
+        batch += [Metric(f"candidate/{c.label}/{k}", float(v), now, 0) for k, v in values.items() if np.isfinite(v)]
+    if batch:
+        client.log_batch(record.run_id, metrics=batch)
+    table = candidates_table(candidates, metric)
+    client.log_text(record.run_id, table.to_csv(index=False), "candidates.csv")
+    scored = [c for c in candidates if c.status == "ok"]
+    if windows is None or not scored:
+        return
+    shown = metric if metric in METRICS else "mse"  # interval scores of one window are too noisy to draw
+    per_window = {label: np.array([s[shown] for s in evaluation.score_per_cutoff(pred, windows.actual, windows.std)])
+                  for label, pred in [("champion", champion_pred)] * (champion_pred is not None)
+                  + [(c.label, c.pred) for c in scored]}
+    dates = prep.table.dates[np.asarray(prep.cutoffs)]
+    figure = plots.errors_figure(dates, per_window, "evaluation window (first forecast step)", f"{shown} per window",
+                                 f"{record.name}: candidates on the evaluation windows")
+    client.log_figure(record.run_id, figure, "plots/candidates_by_window.png")
+    plt.close(figure)
 
 
 def log_evaluation(client, record: "RetrainRun", prep: Prepared, outputs, predictions, scores, decision: str,
@@ -346,8 +643,10 @@ def retrain(cfg: DictConfig) -> dict:
     ``decision`` (``first``, ``promoted``, ``rejected`` or ``skipped``), the scores, versions and
     run ids. Raises :class:`RetrainBusy` when another retrain of the name runs, and the data
     layer's error when the data is bad."""
-    if cfg.metric not in METRICS:
-        raise ConfigError(f"metric={cfg.metric} is not one of {METRICS}.")
+    check_metric(cfg.metric)
+    if cfg.get("max_minutes") is not None and not float(cfg.max_minutes) > 0:
+        raise ConfigError(f"max_minutes={cfg.max_minutes} must be a positive number of minutes. Fix: e.g. "
+                          "max_minutes=60, or max_minutes=null for no budget.")
     client = tracking.client(cfg.tracking_uri)
     work = Path(cfg.work_dir)
     with retrain_lock(work / "retrain.lock", cfg.name):
@@ -356,9 +655,13 @@ def retrain(cfg: DictConfig) -> dict:
 
 def _retrain(cfg: DictConfig, client, work: Path) -> dict:
     began = time.perf_counter()
+    minutes = cfg.get("max_minutes")
+    deadline = time.monotonic() + 60 * float(minutes) if minutes is not None else None
     folder = work / "runs" / dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     params = {"name": cfg.name, "source": str(cfg.source), "warm_start": cfg.warm_start, "eval_windows": cfg.eval_windows,
-              "metric": cfg.metric, "min_improvement": cfg.min_improvement, "force": cfg.force}
+              "metric": cfg.metric, "min_improvement": cfg.min_improvement, "force": cfg.force,
+              **({"candidates": " | ".join(map(str, cfg.candidates))} if cfg.get("candidates") else {}),
+              **({"max_minutes": minutes} if minutes is not None else {})}
     record = RetrainRun(client, cfg.experiment_name, cfg.name, params)
     lineage: dict = {"source": str(cfg.source)}
     try:
@@ -378,22 +681,49 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
                  f"{table.n_rows:,}", table.dates[-1])
         return {"decision": "skipped", "retrain_run_id": last.info.run_id, "champion_version": serving}
 
+    champion_model = tracking.model_name(prep.champion.cfg) if prep.champion is not None else "none"
     record.start({"data_sha256": table.sha256, "data_rows": table.n_rows, "last_timestamp": table.dates[-1],
-                  "source": str(cfg.source), "champion_before": serving or "none"})
+                  "source": str(cfg.source), "champion_before": serving or "none", "champion_model_before": champion_model,
+                  **({"candidates": ",".join(map(str, cfg.candidates))} if cfg.get("candidates") else {})})
     try:
         client.log_dict(record.run_id, lineage, "data.json")
-        train_cfg, warm = challenger_config(cfg, prep, folder, record.run_id)
-        log.info("training the challenger of '%s' on %s rows up to %s (%s); evaluating on %d windows from %s",
-                 cfg.name, f"{cutoffs[0]:,}", table.dates[cutoffs[0] - 1], "warm-started" if warm else "from scratch",
-                 len(cutoffs), table.dates[cutoffs[0]])
         check_stop()  # safe points: here, each batch of training and testing, and before registering
-        challenger_run, challenger, train_seconds = train_challenger(cfg, client, record, train_cfg)
-        outputs, predictions, scores = evaluate(prep, challenger)
+        chosen = None
+        if cfg.get("candidates"):
+            log.info("choosing the challenger of '%s' among %d candidates trained on %s rows up to %s; evaluating on %d "
+                     "windows from %s%s", cfg.name, len(cfg.candidates), f"{cutoffs[0]:,}", table.dates[cutoffs[0] - 1],
+                     len(cutoffs), table.dates[cutoffs[0]], f"; budget {minutes} min" if minutes is not None else "")
+            candidates, windows, champion_pred, champion_scores = compete(cfg, client, record, prep, folder, deadline)
+            log_candidates(client, record, prep, candidates, windows, champion_pred, cfg.metric)
+            ranked = sorted((c for c in candidates if c.rank), key=lambda c: c.rank)
+            record.tag(candidates_ranking=",".join(c.label for c in ranked) or "none",
+                       candidates_failed=",".join(c.label for c in candidates if c.status == "failed") or "none",
+                       candidates_skipped=",".join(c.label for c in candidates if c.status == "skipped") or "none")
+            if not ranked:
+                reasons = "; ".join(f"{c.label} {c.status}: {c.reason}" for c in candidates)
+                raise ForecastError(f"no candidate could be evaluated ({reasons}); the champion keeps serving. Fix: see "
+                                    "candidates.csv of this retrain run; correct the candidates, or raise max_minutes.")
+            chosen = ranked[0]
+            log.info("candidates of '%s' by %s: %s; the challenger is %s", cfg.name, cfg.metric,
+                     ", ".join(f"{c.label} {c.scores[cfg.metric]:.4f}" for c in ranked), chosen.label)
+            challenger_run, warm, train_seconds = chosen.run, chosen.warm, chosen.seconds
+            outputs = windows.outputs
+            predictions = {"challenger": chosen.pred, **({"champion": champion_pred} if champion_pred is not None else {})}
+            scores = {"challenger": chosen.scores, **({"champion": champion_scores} if champion_scores is not None else {})}
+        else:
+            train_cfg, warm = challenger_config(cfg, prep, folder, record.run_id)
+            log.info("training the challenger of '%s' on %s rows up to %s (%s); evaluating on %d windows from %s",
+                     cfg.name, f"{cutoffs[0]:,}", table.dates[cutoffs[0] - 1], "warm-started" if warm else "from scratch",
+                     len(cutoffs), table.dates[cutoffs[0]])
+            challenger_run, challenger, train_seconds = train_challenger(cfg, client, record, train_cfg, deadline=deadline)
+            outputs, predictions, scores = evaluate(prep, challenger, cfg.metric)
         decision, improvement = decide(scores.get("champion"), scores["challenger"], cfg.metric, float(cfg.min_improvement))
 
         check_stop()  # the last safe point: from registration on, the retrain finishes (about a second)
+        challenger_model = challenger_run.data.tags.get("model", "")
         tags = {"retrain_run_id": record.run_id, "eval_windows": str(len(cutoffs)), "eval_from": str(table.dates[cutoffs[0]]),
-                "warm_start": str(warm).lower(),
+                "warm_start": str(warm).lower(), "model": challenger_model,
+                **({"candidate": chosen.label} if chosen else {}),
                 **registry.decision_tags(decision, scores, cfg.metric, improvement, float(cfg.min_improvement), serving)}
         new = registry.register_version(client, challenger_run, cfg.name, tags)
         extra = {"train_seconds": train_seconds, **({"improvement": improvement} if prep.champion is not None else {})}
@@ -402,7 +732,9 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
         promote = decision in ("first", "promoted")
         after = new if promote else (serving or "none")
         record.tag(decision=decision, challenger_version=new, champion_after=after,
-                   challenger_run_id=challenger_run.info.run_id)
+                   challenger_run_id=challenger_run.info.run_id, challenger_model=challenger_model,
+                   champion_model_after=challenger_model if promote else champion_model,
+                   **({"chosen_candidate": chosen.label} if chosen else {}))
         client.log_metric(record.run_id, "total_seconds", time.perf_counter() - began)
         if promote:  # the one write that changes what serves: last, after everything else succeeded
             registry.promote(client, cfg.name, cfg.alias, new)
@@ -417,4 +749,5 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
     return {"decision": decision, "scores": scores, "improvement": improvement, "challenger_version": new,
             "champion_version": after, "champion_before": serving,
             "retrain_run_id": record.run_id, "challenger_run_id": challenger_run.info.run_id,
-            "train_seconds": train_seconds, "lineage": lineage}
+            "train_seconds": train_seconds, "lineage": lineage, "challenger_model": challenger_model,
+            **({"chosen_candidate": chosen.label, "candidates": candidates} if chosen else {})}
