@@ -208,6 +208,7 @@ class RetrainConfig:
     tracking_uri: Optional[str] = None
     candidates: List[str] = field(default_factory=list)
     max_minutes: Optional[float] = None
+    aci_gamma: Optional[float] = None  # ACI on the evaluation windows for the challenger's served bands; null: its own; 0: off
 
 
 @dataclass

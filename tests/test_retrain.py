@@ -371,3 +371,37 @@ def test_scheduler_rejects_a_bad_cron_expression_and_an_empty_job(tmp_path):
     trigger = schedule.job_trigger("nightly", OmegaConf.create({"cron": "0 2 * * *", "interval_seconds": None}), "UTC")
     nxt = trigger.get_next_fire_time(None, pd.Timestamp("2026-01-01 12:00", tz="UTC").to_pydatetime())
     assert (nxt.hour, nxt.minute, nxt.day) == (2, 0, 2)
+
+
+def test_the_registered_challenger_serves_bands_adapted_on_the_evaluation_windows(tmp_path):
+    """ACI in the retrain: the noise triples in the evaluation windows, which the challenger did
+    not train on, so its bands miss there and its served miscoverage drops below nominal (wider
+    bands); the registered version is the adapted copy of the run's model. γ 0: no copy."""
+    from forecast import intervals
+
+    source = tmp_path / "series.csv"
+    frame = series(0, 1500)
+    loud = slice(1500 - WINDOWS * H, 1500)
+    frame.loc[frame.index[loud], ["load", "OT"]] += np.random.default_rng(1).normal(0, 0.6, (WINDOWS * H, 2))
+    frame.to_csv(source, index=False)
+    result = rt.retrain(retrain_config(tmp_path, source, "aci_gamma=0.05", name="syn-aci"))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(result["challenger_run_id"])
+    adapted_uri, original_uri = run.data.tags["model_uri"], run.data.tags["model_uri_unadapted"]
+    version = client.get_model_version("syn-aci", result["challenger_version"])
+    assert adapted_uri != original_uri and version.source == adapted_uri
+    _, served = load_model("models:/syn-aci@champion", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    _, original = load_model(original_uri, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert original.calibration.alphas == {}
+    assert served.calibration.alphas[80] < 0.2 and served.calibration.alphas[95] < 0.05
+    np.testing.assert_array_equal(served.calibration.scores, original.calibration.scores)
+    history = pd.read_csv(source).tail(SEQ)
+    wide, nominal = served.predict(None, history), original.predict(None, history)
+    assert ((wide["OT-hi-80"] - wide["OT"]) > (nominal["OT-hi-80"] - nominal["OT"])).all()
+    retrain_run = client.get_run(result["retrain_run_id"]).data.metrics
+    assert retrain_run["challenger/aci_alpha_80"] == pytest.approx(served.calibration.alphas[80])
+    assert set(intervals.check_levels(list(served.calibration.alphas))) == {80, 95}
+
+    off = rt.retrain(retrain_config(tmp_path, source, "aci_gamma=0", "force=true", name="syn-aci"))
+    tags = client.get_run(off["challenger_run_id"]).data.tags
+    assert "model_uri_unadapted" not in tags

@@ -362,6 +362,33 @@ def forecast_and_score(prep: Prepared, windows: Windows, model, who: str, metric
     return pred, scores
 
 
+def adapt_intervals(cfg: DictConfig, client, run, model, prep: Prepared, outputs: list[str], pred: np.ndarray):
+    """Adaptive conformal inference for the challenger's served bands: each level's miscoverage
+    moved over the evaluation windows, oldest first (the newest outcomes, which it did not train
+    on), from where its calibration left it (:func:`forecast.intervals.adapt_alphas`); the run's
+    model is re-logged with those levels (:func:`forecast.serving.log_adapted`), so the version
+    registered next serves them. ``cfg.aci_gamma``: the step (null: the model's
+    ``intervals.aci_gamma``; 0: off). Returns ``(run, {level: α})``; nothing for a model without
+    intervals or one that forecasts other channels than the evaluated ones."""
+    from forecast import serving
+
+    calibration = getattr(model, "calibration", None)
+    if calibration is None or not isinstance(calibration, intervals.Calibration) \
+            or list(model.spec.outputs) != list(outputs):
+        return run, {}
+    gamma = cfg.get("aci_gamma")
+    if gamma is None:
+        gamma = OmegaConf.select(model.cfg, "intervals.aci_gamma", default=0.005)
+    if not gamma:
+        return run, {}
+    actual = evaluation_windows(prep, outputs).actual
+    alphas = intervals.adapt_alphas(calibration, pred, actual, calibration.levels, float(gamma))
+    serving.log_adapted(client, run.info.run_id, calibration.with_alphas(alphas))
+    log.info("aci: over the %d evaluation windows the challenger's bands of levels %s move to miscoverage %s (γ %s)",
+             len(pred), calibration.levels, {k: round(v, 4) for k, v in alphas.items()}, gamma)
+    return client.get_run(run.info.run_id), alphas
+
+
 def evaluate(prep: Prepared, challenger, metric: str = "mse") -> tuple[list[str], dict[str, np.ndarray], dict[str, dict]]:
     """Both models' forecasts from every cutoff and their scores on the champion's outputs:
     ``(outputs, {who: [W, H, C]}, {who: scores})``."""
@@ -707,6 +734,7 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
             log.info("candidates of '%s' by %s: %s; the challenger is %s", cfg.name, cfg.metric,
                      ", ".join(f"{c.label} {c.scores[cfg.metric]:.4f}" for c in ranked), chosen.label)
             challenger_run, warm, train_seconds = chosen.run, chosen.warm, chosen.seconds
+            challenger = chosen.model
             outputs = windows.outputs
             predictions = {"challenger": chosen.pred, **({"champion": champion_pred} if champion_pred is not None else {})}
             scores = {"challenger": chosen.scores, **({"champion": champion_scores} if champion_scores is not None else {})}
@@ -718,6 +746,8 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
             challenger_run, challenger, train_seconds = train_challenger(cfg, client, record, train_cfg, deadline=deadline)
             outputs, predictions, scores = evaluate(prep, challenger, cfg.metric)
         decision, improvement = decide(scores.get("champion"), scores["challenger"], cfg.metric, float(cfg.min_improvement))
+        challenger_run, alphas = adapt_intervals(cfg, client, challenger_run, challenger, prep, outputs,
+                                                 predictions["challenger"])
 
         check_stop()  # the last safe point: from registration on, the retrain finishes (about a second)
         challenger_model = challenger_run.data.tags.get("model", "")
@@ -726,7 +756,8 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
                 **({"candidate": chosen.label} if chosen else {}),
                 **registry.decision_tags(decision, scores, cfg.metric, improvement, float(cfg.min_improvement), serving)}
         new = registry.register_version(client, challenger_run, cfg.name, tags)
-        extra = {"train_seconds": train_seconds, **({"improvement": improvement} if prep.champion is not None else {})}
+        extra = {"train_seconds": train_seconds, **({"improvement": improvement} if prep.champion is not None else {}),
+                 **{f"challenger/aci_alpha_{level}": a for level, a in alphas.items()}}
         log_evaluation(client, record, prep, outputs, predictions, scores, decision, extra, f"{cfg.name}: {decision} (v{new})")
 
         promote = decision in ("first", "promoted")
