@@ -148,10 +148,11 @@ def unscaled(datamodule: ForecastDataModule, scaled: torch.Tensor) -> np.ndarray
     return datamodule.target_scaler.inverse_transform(scaled.double().numpy())
 
 
-def calibrate(settings: dict, module: ForecastModule, datamodule: ForecastDataModule):
+def calibrate(settings: dict, module: ForecastModule, datamodule: ForecastDataModule, forecasts=None):
     """The conformal calibration of the module's current weights on every validation window
-    (which training only used for early stopping, never for gradients or estimation)."""
-    pred, actual = split_forecasts(module, datamodule, "val")
+    (which training only used for early stopping, never for gradients or estimation).
+    ``forecasts``: those windows' ``(pred, actual)`` when already made (:func:`split_forecasts`)."""
+    pred, actual = forecasts if forecasts is not None else split_forecasts(module, datamodule, "val")
     calibration = intervals.calibrate(pred, actual, settings["method"], settings["levels"], settings["calibration"])
     log.info("intervals: %s calibrated on %d validation windows (per horizon step and channel), levels %s",
              settings["method"], calibration.n, settings["levels"])
