@@ -149,6 +149,18 @@ def fit_weights(method: str, preds: np.ndarray, actual: np.ndarray, top_k: int |
     return w
 
 
+def fit(method: str, preds: np.ndarray, actual: np.ndarray, top_k: int | None = None, scale=None,
+        interval: dict | None = None) -> tuple[np.ndarray, intervals.Calibration | None]:
+    """The weights (:func:`fit_weights`) and, with ``interval`` (``{"method", "levels"}``, e.g.
+    :func:`forecast.intervals.check_settings` of a run's ``intervals:``), the ensemble's own
+    conformal calibration on the same selection windows: what :func:`log_ensemble` stores."""
+    weights = fit_weights(method, preds, actual, top_k, scale)
+    if not interval:
+        return weights, None
+    return weights, intervals.calibrate(combine(preds, weights, method), actual, interval["method"],
+                                        interval["levels"], interval.get("calibration", "val"))
+
+
 def check_weights(method: str, weights, members: int) -> np.ndarray:
     """``weights`` as ``[M]`` non-negative numbers summing to 1 (``None``: equal weights, as
     ``mean`` and ``median`` use); ``ConfigError`` otherwise."""

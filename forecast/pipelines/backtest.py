@@ -653,11 +653,9 @@ def ensemble_result(plan: Plan, results: list[ModelResult], settings: dict, inte
                                 "every member the same data.split_sizes.")
         val = np.stack([r.validation[g][0] for r in results])             # [M, N, H, C]
         scale = results[0].std[span.start]                                 # the z-scoring of the group's training rows
-        weights = ensemble.fit_weights(settings["method"], val, actual, settings["top_k"], scale)
+        weights, calibration = ensemble.fit(settings["method"], val, actual, settings["top_k"], scale, interval)
         pred[span] = ensemble.combine(np.stack([r.pred[span] for r in results]), weights, settings["method"])
-        if interval:
-            calibration = intervals.calibrate(ensemble.combine(val, weights, settings["method"]), actual,
-                                              interval["method"], interval["levels"], interval["calibration"])
+        if calibration is not None:
             for level, (lo, hi) in calibration.bands(pred[span], interval["levels"]).items():
                 bands[level][0][span], bands[level][1][span] = lo, hi
             for tau in quantiles:
