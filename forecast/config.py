@@ -106,18 +106,28 @@ class BacktestSettings:
     plot_cutoffs: int = 3          # cutoffs drawn in the forecasts-against-actuals figure
 
 
+@dataclass
+class EnsembleSettings:
+    """The ``ensemble:`` node of ``conf/backtest.yaml``: the models of ``models=[…]`` combined
+    into one more column (see ``docs/backtesting.md#ensembles``, :mod:`forecast.ensemble`)."""
+
+    method: Optional[str] = None   # mean | median | inverse_error | stacking | null (no ensemble)
+    top_k: Optional[int] = None    # only the k members with the lowest validation MSE; null: all
+
+
 def _backtest_config() -> type:
     """``conf/backtest.yaml``'s schema: every key of :class:`TrainConfig` (``backtest.yaml``
-    includes ``train.yaml``) plus ``backtest``, ``models`` and ``resume``. The inherited fields
+    includes ``train.yaml``) plus ``backtest``, ``models``, ``ensemble`` and ``resume``. The inherited fields
     default to MISSING so that merging this schema after ``train.yaml`` keeps its values."""
     hints = typing.get_type_hints(TrainConfig)
     inherited = [(f.name, hints[f.name], field(default=MISSING)) for f in dataclasses.fields(TrainConfig)]
     own = [("backtest", BacktestSettings, field(default_factory=BacktestSettings)),
            ("models", List[str], field(default_factory=list)),
+           ("ensemble", EnsembleSettings, field(default_factory=EnsembleSettings)),
            ("resume", bool, field(default=False))]
     cls = dataclasses.make_dataclass("BacktestConfig", inherited + own, bases=(TrainConfig,))
     cls.__module__ = __name__
-    cls.__doc__ = "Keys of ``conf/backtest.yaml``: those of ``train.yaml``, ``backtest:``, ``models`` and ``resume``."
+    cls.__doc__ = "Keys of ``conf/backtest.yaml``: those of ``train.yaml``, ``backtest:``, ``models``, ``ensemble`` and ``resume``."
     return cls
 
 

@@ -42,6 +42,7 @@ import logging
 import os
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -360,28 +361,35 @@ def log_model(cfg: DictConfig, module, datamodule, lineage: dict, tags: dict | N
         model = ForecastModel().load(artifacts)
         example = input_example(datamodule)
         output = model.predict(None, example)
-        quiet = _DropAdvice()
-        mlflow_log = logging.getLogger("mlflow.pyfunc")
-        mlflow_log.addFilter(quiet)
-        # MLflow re-downloads the model to check the input example, with a progress bar per
-        # file of a few kB: noise in every run's log
-        bar = os.environ.get(PROGRESS_BAR)
-        os.environ[PROGRESS_BAR] = "false"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # MLflow's advice to use type hints; we give a signature
-                return mlflow.pyfunc.log_model(
-                    name=MODEL_NAME, python_model=ForecastModel(), artifacts=artifacts,
-                    signature=signature(output), input_example=example, pip_requirements=requirements(), tags=tags,
-                    metadata={"input_contract": model.spec.contract(),
-                              **({"intervals": module.calibration.metadata()} if module.calibration is not None else {})},
-                )
-        finally:
-            mlflow_log.removeFilter(quiet)
-            if bar is None:
-                os.environ.pop(PROGRESS_BAR, None)
-            else:
-                os.environ[PROGRESS_BAR] = bar
+        with quiet_mlflow():
+            return mlflow.pyfunc.log_model(
+                name=MODEL_NAME, python_model=ForecastModel(), artifacts=artifacts,
+                signature=signature(output), input_example=example, pip_requirements=requirements(), tags=tags,
+                metadata={"input_contract": model.spec.contract(),
+                          **({"intervals": module.calibration.metadata()} if module.calibration is not None else {})},
+            )
+
+
+@contextmanager
+def quiet_mlflow():
+    """MLflow's noise left out of a run's log while logging or loading a model: its advice on
+    pickled models and type hints, and the progress bar it draws per downloaded file of a few kB
+    (it re-downloads a model to check the input example)."""
+    quiet = _DropAdvice()
+    mlflow_log = logging.getLogger("mlflow.pyfunc")
+    mlflow_log.addFilter(quiet)
+    bar = os.environ.get(PROGRESS_BAR)
+    os.environ[PROGRESS_BAR] = "false"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow's advice to use type hints; we give a signature
+            yield
+    finally:
+        mlflow_log.removeFilter(quiet)
+        if bar is None:
+            os.environ.pop(PROGRESS_BAR, None)
+        else:
+            os.environ[PROGRESS_BAR] = bar
 
 
 def log_adapted(client, run_id: str, calibration) -> str:

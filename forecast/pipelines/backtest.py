@@ -41,7 +41,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from forecast import evaluation, intervals, plots, tracking  # plots sets the Agg backend before pyplot is used
+from forecast import ensemble, evaluation, intervals, plots, tracking  # plots sets the Agg backend before pyplot is used
 from forecast.config import CONF_DIR
 from forecast.data.datamodule import ForecastDataModule
 from forecast.errors import ConfigError, DataError
@@ -58,7 +58,7 @@ KIND, GROUP_KIND, REFIT_KIND = "backtest", "backtest-comparison", "refit"
 SHARED_DATA = ("name", "path", "target", "features", "pred_len", "freq", "date_col", "fill", "duplicates", "regularize",
                "split_by", "split_sizes")
 # settings that do not change a backtest's forecasts (left out of its id, so a resumed run finds it)
-NOT_IN_ID = ("resume", "models", "tags", "backtest.plot_cutoffs", "plot_windows", "log_model", "logger",
+NOT_IN_ID = ("resume", "models", "ensemble", "tags", "backtest.plot_cutoffs", "plot_windows", "log_model", "logger",
              "trainer.enable_progress_bar", "trainer.enable_model_summary", "num_threads")
 
 
@@ -292,6 +292,15 @@ def backtest_id(entry: Entry, plan: Plan) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+VALIDATION = "validation.npz"  # a refit's validation forecasts and actuals, kept for an ensemble (resume)
+
+
+def ensemble_on(cfg: DictConfig) -> bool:
+    """Whether the backtest combines its models (``ensemble.method`` set)."""
+    node = cfg.get("ensemble")
+    return bool(node is not None and node.get("method"))
+
+
 def logging_on(cfg: DictConfig) -> bool:
     return bool(cfg.get("logger")) and "_target_" in cfg.logger
 
@@ -358,6 +367,7 @@ class Refit:
     run_id: str | None = None
     diagnostics: dict = field(default_factory=dict)
     calibration: intervals.Calibration | None = None  # conformal scores of its validation windows
+    validation: tuple | None = None  # (pred, actual) [N, H, C] of its validation windows: an ensemble's selection
 
 
 def interval_settings(cfg: DictConfig) -> dict:
@@ -444,8 +454,13 @@ def refit(entry: Entry, plan: Plan, cfg: DictConfig, index: int, group: list[int
         result = Refit(pred, np.asarray(datamodule.target_scaler.std, dtype=np.float64),
                        np.asarray(datamodule.mase_scale, dtype=np.float64), diagnostics=module.network.diagnostics())
         settings = interval_settings(cfg)
-        if settings:  # calibrated on this refit's own validation windows: rows before its cutoff
-            result.calibration = steps.calibrate(settings, module, datamodule)
+        validation = None
+        if settings or ensemble_on(cfg):  # this refit's own validation windows: rows before its cutoff
+            validation = steps.split_forecasts(module, datamodule, "val")
+        if settings:
+            result.calibration = steps.calibrate(settings, module, datamodule, forecasts=validation)
+        if ensemble_on(cfg):
+            result.validation = validation
         if entry.cfg.backtest.warm_start and module.trainable:
             folder.mkdir(parents=True, exist_ok=True)
             result.weights = str(folder / "network.pt")
@@ -483,6 +498,9 @@ def log_refit(logger, plan: Plan, label: str, group: list[int], result: Refit) -
             client.log_artifact(run_id, str(result.calibration.save(Path(tmp) / intervals.FILE)))
         if result.weights:
             client.log_artifact(run_id, result.weights)
+        if result.validation is not None:
+            np.savez_compressed(Path(tmp) / VALIDATION, pred=result.validation[0], actual=result.validation[1])
+            client.log_artifact(run_id, str(Path(tmp) / VALIDATION))
     client.log_dict(run_id, {"std": result.std.tolist(), "mase_scale": result.mase_scale.tolist(),
                              "outputs": plan.outputs}, "scale.json")
     client.set_tag(run_id, "predictions", "logged")
@@ -505,8 +523,16 @@ def read_refit(cfg: DictConfig, run, plan: Plan, label: str, group: list[int], f
     calibration = None
     if intervals.FILE in logged and interval_settings(cfg):
         calibration = intervals.Calibration.load(_artifact(client, run.info.run_id, intervals.FILE, folder))
+    validation = None
+    if ensemble_on(cfg):
+        if VALIDATION not in logged:
+            raise DataError(f"{label}: refit {run.data.tags.get('refit_index')} of the resumed backtest kept no "
+                            "validation forecasts (logged without ensemble.method), which an ensemble's weights "
+                            "need. Fix: resume=false.")
+        with np.load(_artifact(client, run.info.run_id, VALIDATION, folder)) as data:
+            validation = (data["pred"], data["actual"])
     return Refit(pred, np.asarray(scale["std"]), np.asarray(scale["mase_scale"]), weights, run.info.run_id,
-                 calibration=calibration)
+                 calibration=calibration, validation=validation)
 
 
 # ------------------------------------------------------------------ one model
@@ -522,6 +548,8 @@ class ModelResult:
     seconds: float
     bands: dict = field(default_factory=dict)      # {level: (lo, hi)} [W, H, C], each refit's own calibration
     quantiles: dict = field(default_factory=dict)  # {tau: [W, H, C]}: the wQL grid
+    validation: list = field(default_factory=list)  # per refit group: (pred, actual) of its validation windows
+    weights: list = field(default_factory=list)     # an ensemble's, per refit group (ensemble_result)
 
 
 def backtest_model(entry: Entry, plan: Plan, parent: str | None) -> ModelResult:
@@ -556,6 +584,7 @@ def backtest_model(entry: Entry, plan: Plan, parent: str | None) -> ModelResult:
     run_id = logger.run_id if logger is not None else None
     trained = read = 0
     weights = cfg.get("init_from")
+    validation = []
     template = copy.deepcopy(cfg)  # each refit sets its cutoff, tags, weights and folder in it
     quiet = cfg.trainer.get("enable_progress_bar") is False  # else shown where the output is a terminal
     bar = tqdm(total=w, desc=f"{label} backtest", unit="cutoff", disable=True if quiet else None, file=sys.stderr)
@@ -581,12 +610,13 @@ def backtest_model(entry: Entry, plan: Plan, parent: str | None) -> ModelResult:
                 for tau in quantiles:
                     quantiles[tau][span] = result.calibration.quantile(result.pred, tau)
                 weights = result.weights or weights
+                validation.append(result.validation)
                 position += len(group)
                 bar.update(len(group))
                 bar.set_postfix(refit=f"{index + 1}/{len(plan.groups)}")
         bar.close()
         result = ModelResult(label, pred, std, scale, run_id, trained, read, time.perf_counter() - started, bands,
-                             quantiles)
+                             quantiles, validation if ensemble_on(cfg) else [])
         if logger is not None:
             log_backtest(logger.experiment, run_id, plan, [result], cfg)
             logger.experiment.set_terminated(run_id, "FINISHED")
@@ -596,6 +626,51 @@ def backtest_model(entry: Entry, plan: Plan, parent: str | None) -> ModelResult:
             tracking.mark_failed(logger)
         raise
     return result
+
+
+# ------------------------------------------------------------------ the ensemble
+def ensemble_result(plan: Plan, results: list[ModelResult], settings: dict, interval: dict) -> ModelResult:
+    """The ensemble of ``results`` (:mod:`forecast.ensemble`) as one more model, from the
+    members' backtest forecasts (nothing is retrained). For each refit group the weights (and
+    ``top_k``'s choice) are fitted on the members' forecasts of that refit's **validation
+    windows**, rows before the group's first cutoff, and the ensemble's intervals (``interval``:
+    the backtest's ``intervals:`` settings) are conformal on the ensemble's own errors on those
+    windows. ``result.weights`` holds, per group, ``{"weights": {member: w}, "mse": {member:
+    validation MSE}}``."""
+    started = time.perf_counter()
+    name = ensemble.label(settings)
+    members = [r.label for r in results]
+    pred = np.full_like(results[0].pred, np.nan)
+    bands = {level: (np.full_like(pred, np.nan), np.full_like(pred, np.nan)) for level in interval.get("levels", [])}
+    quantiles = {tau: np.full_like(pred, np.nan) for tau in (intervals.WQL_QUANTILES if interval else ())}
+    chosen, position = [], 0
+    for g, group in enumerate(plan.groups):
+        span = slice(position, position + len(group))
+        position += len(group)
+        actual = results[0].validation[g][1]
+        for r in results[1:]:
+            theirs = r.validation[g][1]
+            if theirs.shape != actual.shape or not np.allclose(theirs, actual, rtol=0, atol=1e-9, equal_nan=True):
+                raise DataError(f"{name}: {r.label} and {results[0].label} were validated on different windows before "
+                                f"the cutoff {plan.dates[group[0] - 1]} ({theirs.shape} and {actual.shape}). Fix: give "
+                                "every member the same data.split_sizes.")
+        val = np.stack([r.validation[g][0] for r in results])             # [M, N, H, C]
+        scale = results[0].std[span.start]                                 # the z-scoring of the group's training rows
+        weights, calibration = ensemble.fit(settings["method"], val, actual, settings["top_k"], scale, interval)
+        pred[span] = ensemble.combine(np.stack([r.pred[span] for r in results]), weights, settings["method"])
+        if calibration is not None:
+            for level, (lo, hi) in calibration.bands(pred[span], interval["levels"]).items():
+                bands[level][0][span], bands[level][1][span] = lo, hi
+            for tau in quantiles:
+                quantiles[tau][span] = calibration.quantile(pred[span], tau)
+        mse = ensemble.selection_mse(val, actual, scale)
+        chosen.append({"cutoff": str(plan.dates[group[0] - 1]), "weights": dict(zip(members, weights.round(6).tolist())),
+                       "mse": dict(zip(members, mse.round(6).tolist()))})
+        log.info("%s, refit %d: weights %s (validation mse %s)", name, g + 1,
+                 ", ".join(f"{m} {w:.3f}" for m, w in zip(members, weights)),
+                 ", ".join(f"{m} {e:.4f}" for m, e in zip(members, mse)))
+    return ModelResult(name, pred, results[0].std, results[0].mase_scale, None, 0, 0, time.perf_counter() - started,
+                       bands, quantiles, weights=chosen)
 
 
 # ------------------------------------------------------------------ scores, figures, logging
@@ -708,6 +783,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> pd.DataFrame:
     of ``models=[…]`` are composed."""
     check_settings(cfg)
     entries = model_entries(cfg, overrides)
+    combined = ensemble.check_settings(cfg.get("ensemble"), [e.label for e in entries])
     for entry in entries:
         with choices_of(entry):
             debug = steps.prepare(entry.cfg)  # record/register refused; a debug run logs to <experiment>-debug
@@ -726,10 +802,15 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> pd.DataFrame:
         for entry in entries:
             with choices_of(entry):
                 results.append(backtest_model(entry, plan, group_run))
+        if combined:
+            results.append(ensemble_result(plan, results, combined, interval_settings(cfg)))
         metrics = metrics_table(plan, results)
         if group_run:
             client = tracking.client(str(entries[0].cfg.logger.tracking_uri))
             log_backtest(client, group_run, plan, results, entries[0].cfg)
+            if combined:
+                client.log_dict(group_run, {**combined, "label": results[-1].label, "groups": results[-1].weights},
+                                ensemble.FILE)
             client.set_terminated(group_run, "FINISHED")
     except BaseException:
         if group_run:
@@ -746,6 +827,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> pd.DataFrame:
                  overall.loc[r.label, "mae_orig"], len(plan.cutoffs), r.refits_run, r.refits_read, r.seconds)
     log.info("table: %s (%d rows); scores: %s", plan.out_dir / "backtest.parquet", len(table), plan.out_dir / "metrics.csv")
     table.attrs["metrics"] = metrics
+    if combined:  # per refit group: the weights and the validation MSE they came from
+        table.attrs["ensemble"] = {**combined, "label": results[-1].label, "groups": results[-1].weights}
     table.attrs["runs"] = {r.label: r.run_id for r in results} | ({"comparison": group_run} if group_run else {})
     table.attrs["refits"] = {r.label: {"trained": r.refits_run, "resumed": r.refits_read} for r in results}
     return table

@@ -148,14 +148,16 @@ def unscaled(datamodule: ForecastDataModule, scaled: torch.Tensor) -> np.ndarray
     return datamodule.target_scaler.inverse_transform(scaled.double().numpy())
 
 
-def calibrate(settings: dict, module: ForecastModule, datamodule: ForecastDataModule, cfg: DictConfig | None = None):
+def calibrate(settings: dict, module: ForecastModule, datamodule: ForecastDataModule, cfg: DictConfig | None = None,
+              forecasts=None):
     """The conformal calibration of the module's current weights on every validation window
     (which training only used for early stopping, never for gradients or estimation); with
     ``calibration: backtest`` (and the run's ``cfg``), on a rolling-origin backtest before the
-    test split instead (:func:`backtest_calibration`)."""
+    test split instead (:func:`backtest_calibration`). ``forecasts``: the validation windows'
+    ``(pred, actual)`` when already made (:func:`split_forecasts`)."""
     if settings["calibration"] == "backtest" and cfg is not None:
         return backtest_calibration(settings, cfg, datamodule)
-    pred, actual = split_forecasts(module, datamodule, "val")
+    pred, actual = forecasts if forecasts is not None else split_forecasts(module, datamodule, "val")
     calibration = intervals.calibrate(pred, actual, settings["method"], settings["levels"], settings["calibration"])
     log.info("intervals: %s calibrated on %d validation windows (per horizon step and channel), levels %s",
              settings["method"], calibration.n, settings["levels"])
