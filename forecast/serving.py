@@ -415,19 +415,10 @@ def log_adapted(client, run_id: str, calibration) -> str:
         metadata = {**(original.metadata or {}), "intervals": calibration.metadata()}
         mlflow.set_tracking_uri(client.tracking_uri)
         mlflow.set_experiment(experiment_id=run.info.experiment_id)
-        bar = os.environ.get(PROGRESS_BAR)
-        os.environ[PROGRESS_BAR] = "false"
-        try:
-            with mlflow.start_run(run_id=run_id), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                info = mlflow.pyfunc.log_model(name=f"{MODEL_NAME}-aci", python_model=ForecastModel(), artifacts=artifacts,
-                                               signature=original.signature, pip_requirements=requirements(),
-                                               metadata=metadata)
-        finally:
-            if bar is None:
-                os.environ.pop(PROGRESS_BAR, None)
-            else:
-                os.environ[PROGRESS_BAR] = bar
+        with mlflow.start_run(run_id=run_id), quiet_mlflow():
+            info = mlflow.pyfunc.log_model(name=f"{MODEL_NAME}-aci", python_model=ForecastModel(), artifacts=artifacts,
+                                           signature=original.signature, pip_requirements=requirements(),
+                                           metadata=metadata)
     client.set_tag(run_id, "model_uri_unadapted", uri)
     client.set_tag(run_id, "model_uri", info.model_uri)
     return info.model_uri
