@@ -65,6 +65,35 @@ def test_quantile_outputs_do_not_cross_after_training():
     assert (q[..., -1] - q[..., 0] > 0).mean() > 0.99  # the head learnt a band, not a point
 
 
+def _trainable():
+    from tests.test_models import TRAINABLE
+
+    return TRAINABLE
+
+
+@pytest.mark.parametrize("name", _trainable())
+def test_every_deep_network_trains_quantiles_through_the_wrapper(name):
+    # the wrapper works for each network without touching it: the median is its forward, the
+    # quantiles are ordered, and the pinball loss reaches the head and the network's parameters
+    from tests.test_models import NETWORKS, build, inputs
+
+    grid = [0.1, 0.5, 0.9]
+    network = quantiles.QuantileNetwork(build(NETWORKS[name], 48, 12, 3), grid, 48, 12).train()
+    x, x_mark, y_mark = inputs(48, 12, 3, batch=4)
+    q = network.quantiles(x, x_mark, y_mark)
+    assert q.shape == (4, 12, 3, 3)
+    assert (q[..., 0] <= q[..., 1]).all() and (q[..., 1] <= q[..., 2]).all()
+    with torch.no_grad():
+        network.eval()  # dropout off: both forwards see the same network
+        torch.testing.assert_close(network.quantiles(x, x_mark, y_mark)[..., 1], network(x, x_mark, y_mark))
+        network.train()
+    PinballLoss(grid)(q, torch.randn(4, 12, 3)).backward()
+    declared = network.parameters_without_gradient()
+    unreached = [n for n, p in network.named_parameters() if p.requires_grad and n not in declared
+                 and (p.grad is None or p.grad.abs().max() == 0)]
+    assert unreached == []
+
+
 # ------------------------------------------------------------------ CQR
 def test_cqr_finite_sample_quantile_hand_worked():
     # q_lo = -1, q_hi = 1 in every window; y = 1 + e for e = 1..9 (shuffled) gives E = e
