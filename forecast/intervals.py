@@ -105,6 +105,10 @@ def check_settings(node, key: str = "intervals") -> dict:
         if method == NATIVE:
             raise ConfigError(f"{key}.calibration=backtest with {key}.method=native: native intervals are not "
                               f"calibrated. Fix: {key}.method=conformal_error, or drop {key}.calibration.")
+        if method == CQR:
+            raise ConfigError(f"{key}.calibration=backtest with {key}.method=cqr: the calibration backtest keeps point "
+                              f"forecasts, and CQR scores the quantile forecasts. Fix: drop {key}.calibration (CQR "
+                              f"calibrates on the validation windows), or {key}.method=conformal_error.")
         for name in ("windows", "step"):
             value = node.get(name, 200 if name == "windows" else 1)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

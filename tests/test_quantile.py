@@ -162,6 +162,9 @@ def test_cqr_is_refused_for_a_point_model_and_for_levels_outside_the_grid(make_c
     with pytest.raises(ConfigError, match=r"level 95 needs the quantiles 0\.025 and 0\.975"):
         train.run(make_config("intervals.method=cqr", "module.loss=quantile", "module.quantiles=[0.1,0.5,0.9]",
                               "intervals.levels=[80,95]", "logger=none"))
+    with pytest.raises(ConfigError, match="calibration=backtest with intervals.method=cqr"):
+        train.run(make_config("intervals.method=cqr", "module.loss=quantile", "intervals.calibration=backtest",
+                              "logger=none"))
     with pytest.raises(ConfigError, match="no trainable parameters"):
         train.run(make_config("model=seasonalnaive", "module.loss=quantile", "logger=none"))
 
