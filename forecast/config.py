@@ -35,7 +35,7 @@ class ModuleConfig:
 
     loss: Any = None                   # a node with _target_, or "quantile" (forecast.quantiles)
     eval_loss: Any = None
-    quantiles: Optional[List[float]] = None  # module.loss=quantile's grid; null: from intervals.levels
+    quantiles: Optional[List[float]] = None  # module.loss=quantile's grid; null: 0.1 … 0.9 and those of intervals.levels
     optimizer: Any = None
     scheduler: Any = None
     scheduler_interval: str = "epoch"

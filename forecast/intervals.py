@@ -369,6 +369,18 @@ class QuantileCalibration:
             out[level] = (quantiles[..., i_lo] - down, quantiles[..., i_hi] + up)
         return out
 
+    def quantile(self, quantiles: np.ndarray, tau: float) -> np.ndarray:
+        """The conformalised ``tau``-quantile of quantile forecasts ``[..., H, C, Q]``: the bound
+        of the CQR band of level ``|2τ − 1|`` (``tau = 0.5``: the median), as
+        :meth:`Calibration.quantile` is for the conformal bands."""
+        if not 0 < tau < 1:
+            raise ConfigError(f"quantile {tau} must lie strictly between 0 and 1.")
+        if abs(tau - 0.5) < 1e-12:
+            return self.point(quantiles)
+        level = int(round(abs(2 * tau - 1) * 100))
+        lo, hi = self.bands(quantiles, [level])[level]
+        return hi if tau > 0.5 else lo
+
     def point(self, quantiles: np.ndarray) -> np.ndarray:
         """The median ``[..., H, C]`` of quantile forecasts ``[..., H, C, Q]``."""
         return np.asarray(quantiles, dtype=np.float64)[..., self.quantiles.index(0.5)]

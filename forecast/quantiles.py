@@ -1,8 +1,8 @@
 """Quantile training (``module.loss=quantile``) for every deep network, without touching any.
 
 * :func:`trained_grid`: the quantiles a run trains (``module.quantiles``, or by default the
-  ``α/2`` and ``1 − α/2`` of each ``intervals.levels`` and the median); ``None`` for a run with
-  another loss;
+  wQL grid 0.1 … 0.9 and the ``α/2``, ``1 − α/2`` of each ``intervals.levels``); ``None`` for a
+  run with another loss;
 * :class:`QuantileNetwork`: any network's point forecast ``ŷ [B, H, C]`` as the median and the
   other quantiles ``ŷ ∓ cumsum(softplus(offsets))`` outward from it, the offsets from a small
   linear head on each channel's input window. The quantiles are **non-crossing by
@@ -30,7 +30,6 @@ from forecast.losses import PinballLoss
 from forecast.models.base import Network
 
 LOSS = "quantile"  # module.loss=quantile
-DEFAULT_GRID = (0.1, 0.5, 0.9)  # when intervals are off and module.quantiles is not given
 
 
 def level_quantiles(levels) -> list[float]:
@@ -58,9 +57,10 @@ def check_grid(quantiles, key: str = "module.quantiles") -> list[float]:
 
 
 def trained_grid(cfg: DictConfig) -> list[float] | None:
-    """The quantiles a run with ``module.loss=quantile`` trains (``module.quantiles``, or from
-    ``intervals.levels``: 80 and 95 give 0.025, 0.1, 0.5, 0.9, 0.975; without intervals 0.1,
-    0.5, 0.9); ``None`` for any other loss."""
+    """The quantiles a run with ``module.loss=quantile`` trains (``module.quantiles``; by default
+    the wQL grid 0.1, 0.2, …, 0.9 that every method's ``test/wql`` is scored on, and the ``α/2``,
+    ``1 − α/2`` of each of ``intervals.levels``: 0.025 and 0.975 more for 80 and 95); ``None`` for
+    any other loss."""
     module = cfg.get("module") or {}
     if module.get("loss") != LOSS:
         return None
@@ -71,7 +71,7 @@ def trained_grid(cfg: DictConfig) -> list[float] | None:
 
     levels = intervals.check_levels(OmegaConf.select(cfg, "intervals.levels", default=None)) \
         if OmegaConf.select(cfg, "intervals.method", default=None) else []
-    return level_quantiles(levels) if levels else list(DEFAULT_GRID)
+    return sorted(set(level_quantiles(levels)) | set(intervals.WQL_QUANTILES))
 
 
 class QuantileNetwork(Network):

@@ -41,6 +41,15 @@ def test_the_grid_follows_the_levels_and_needs_a_median():
     assert intervals.quantile_pairs([0.025, 0.1, 0.5, 0.9, 0.975]) == {80: (1, 3), 95: (0, 4)}
 
 
+def test_the_default_grid_holds_the_wql_grid_and_the_levels_quantiles():
+    from tests.helpers import compose
+
+    cfg = compose("train", ["module.loss=quantile", "intervals.levels=[80,95]"])
+    assert quantiles.trained_grid(cfg) == [0.025, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.975]
+    assert quantiles.trained_grid(compose("train", ["module.loss=quantile", "module.quantiles=[0.9,0.5,0.1]"])) == [0.1, 0.5, 0.9]
+    assert quantiles.trained_grid(compose("train", [])) is None  # MSE: points only
+
+
 # ------------------------------------------------------------------ non-crossing
 def test_quantile_outputs_do_not_cross_after_training():
     torch.manual_seed(0)
@@ -152,6 +161,11 @@ def test_cqr_calibration_round_trips_and_refuses_untrained_levels(tmp_path):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     with pytest.raises(ConfigError, match=r"0\.05 and 0\.95"):
         back.bands(forecasts[:1], [90])
+    # the conformalised τ-quantile is the bound of the band of level |2τ − 1|; 0.5 the median
+    lo, hi = cal.bands(forecasts[:3], [80])[80]
+    np.testing.assert_array_equal(cal.quantile(forecasts[:3], 0.1), lo)
+    np.testing.assert_array_equal(cal.quantile(forecasts[:3], 0.9), hi)
+    np.testing.assert_array_equal(cal.quantile(forecasts[:3], 0.5), forecasts[:3, ..., 2])
 
 
 def test_cqr_is_refused_for_a_point_model_and_for_levels_outside_the_grid(make_config):

@@ -284,15 +284,21 @@ def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDa
 
 
 def cqr_scores(module: ForecastModule, datamodule: ForecastDataModule) -> dict[str, float]:
-    """The interval metrics of the CQR bands on every test window (``wql`` over the quantiles
-    the bands give: the median and each level's two conformalised bounds) and the calibration
-    windows' median error (``calibration_mae_orig``)."""
+    """The interval metrics of the CQR bands on every test window and the calibration windows'
+    median error (``calibration_mae_orig``). ``wql`` is over the grid 0.1 … 0.9 of every other
+    method (the conformalised bounds of the levels 20 … 80), so runs compare; a model trained
+    on a grid without those quantiles (``module.quantiles``) logs ``wql_trained`` instead, over
+    its bands' own bounds."""
     module.test_outputs = []
     calibration = module.calibration
     forecasts, actual = split_forecasts(module, datamodule, "test", quantile=True)
     pred = calibration.point(forecasts)
     bands = calibration.bands(forecasts)
-    scores = intervals.interval_metrics(actual, bands, datamodule.mase_scale, intervals.band_quantiles(pred, bands))
+    scores = intervals.interval_metrics(actual, bands, datamodule.mase_scale)
+    if set(intervals.WQL_LEVELS) <= set(calibration.score_levels):
+        scores["wql"] = intervals.wql(actual, {tau: calibration.quantile(forecasts, tau) for tau in intervals.WQL_QUANTILES})
+    else:
+        scores["wql_trained"] = intervals.wql(actual, intervals.band_quantiles(pred, bands))
     val_forecasts, val_actual = split_forecasts(module, datamodule, "val", quantile=True)
     scores.update(windows=float(len(pred)), calibration_windows=float(calibration.n),
                   calibration_mae_orig=float(np.abs(val_actual - calibration.point(val_forecasts)).mean()))
