@@ -362,6 +362,11 @@ class QuantileCalibration:
               alphas: dict[int, float] | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         """``{level: (lo, hi)}`` ``[..., H, C]`` from quantile forecasts ``[..., H, C, Q]``."""
         quantiles = np.asarray(quantiles, dtype=np.float64)
+        if quantiles.ndim < 3 or quantiles.shape[-1] != len(self.quantiles) \
+                or quantiles.shape[-3:-1] != self.scores.shape[1:3]:
+            raise DataError(f"CQR bands need quantile forecasts [..., H, C, Q] = [..., {self.scores.shape[1]}, "
+                            f"{self.scores.shape[2]}, {len(self.quantiles)}], got shape {quantiles.shape} (point "
+                            "forecasts?). Fix: pass the network's quantile forecasts (QuantileNetwork.quantiles).")
         pairs = require_pairs(self.quantiles, self.levels if levels is None else levels, "levels")
         out = {}
         for level, (i_lo, i_hi) in pairs.items():

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from forecast import intervals, quantiles
-from forecast.errors import ConfigError
+from forecast.errors import ConfigError, DataError
 from forecast.losses import PinballLoss
 from forecast.models.dlinear import DLinear
 
@@ -161,6 +161,8 @@ def test_cqr_calibration_round_trips_and_refuses_untrained_levels(tmp_path):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
     with pytest.raises(ConfigError, match=r"0\.05 and 0\.95"):
         back.bands(forecasts[:1], [90])
+    with pytest.raises(DataError, match="quantile forecasts"):  # point forecasts are refused, not misread
+        back.bands(forecasts[:3, ..., 2])
     # the conformalised τ-quantile is the bound of the band of level |2τ − 1|; 0.5 the median
     lo, hi = cal.bands(forecasts[:3], [80])[80]
     np.testing.assert_array_equal(cal.quantile(forecasts[:3], 0.1), lo)
