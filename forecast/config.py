@@ -33,8 +33,9 @@ _SIMPLE = (int, float, bool, str)
 class ModuleConfig:
     """What the ForecastModule is built with besides the network (Hydra nodes)."""
 
-    loss: Any = None
+    loss: Any = None                   # a node with _target_, or "quantile" (forecast.quantiles)
     eval_loss: Any = None
+    quantiles: Optional[List[float]] = None  # module.loss=quantile's grid; null: 0.1 … 0.9 and those of intervals.levels
     optimizer: Any = None
     scheduler: Any = None
     scheduler_interval: str = "epoch"
@@ -52,7 +53,7 @@ class PaperQuirks:
 class IntervalsConfig:
     """Prediction intervals (``intervals:``; see ``docs/intervals.md``)."""
 
-    method: Optional[str] = "conformal_error"  # conformal_error | conformal_quantile | native | null (none)
+    method: Optional[str] = "conformal_error"  # conformal_error | conformal_quantile | cqr | native | null (none)
     levels: List[Any] = field(default_factory=lambda: [80, 95])  # coverage levels in percent, integers 1-99
     calibration: str = "val"                   # the calibration windows: val (the validation split's) | backtest
     windows: int = 200                         # calibration=backtest: cutoffs of the calibration backtest

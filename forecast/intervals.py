@@ -20,6 +20,12 @@ predict, the served pyfunc):
   Under exchangeability of the calibration and test errors (per step and series) each band
   covers the truth with probability at least ``1 − α`` (and below ``1 − α + 1/(n+1)`` for
   continuous errors); drift between the calibration windows and the test windows breaks it.
+* :class:`QuantileCalibration` (``cqr``, conformalised quantile regression; Romano et al., 2019)
+  for a model trained with ``module.loss=quantile``: for each level whose ``α/2`` and
+  ``1 − α/2`` quantiles ``q_lo``, ``q_hi`` the model forecasts, the scores
+  ``E = max(q_lo − y, y − q_hi)`` ``[N, H, C]``; the band is ``[q_lo − Q, q_hi + Q]`` with ``Q``
+  the same finite-sample ``(1 − α)``-quantile of ``E`` (negative when the model's band is too
+  wide: CQR narrows it). Same guarantee, same assumption.
 * :func:`interval_metrics`: coverage and mean width per level, the interval (Winkler) score,
   MSIS (M4: the interval score over the in-sample seasonal-naive MAE) and the mean weighted
   quantile loss over a quantile grid (gluonts' ``mean_wQuantileLoss``), all from
@@ -43,6 +49,7 @@ import numpy as np
 from forecast.errors import ConfigError, DataError
 
 METHODS = ("conformal_error", "conformal_quantile")
+CQR = "cqr"  # conformalised quantile regression, for a model trained with module.loss=quantile
 NATIVE = "native"
 CALIBRATIONS = ("val", "backtest")
 WQL_QUANTILES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # gluonts' default grid
@@ -85,8 +92,8 @@ def check_settings(node, key: str = "intervals") -> dict:
     levels = check_levels(node.get("levels"), f"{key}.levels")
     if method is None or not levels:
         return {}
-    if method not in (*METHODS, NATIVE):
-        raise ConfigError(f"{key}.method={method!r} is not one of {[*METHODS, NATIVE, None]}. Fix: e.g. "
+    if method not in (*METHODS, CQR, NATIVE):
+        raise ConfigError(f"{key}.method={method!r} is not one of {[*METHODS, CQR, NATIVE, None]}. Fix: e.g. "
                           f"{key}.method=conformal_error, or null for no intervals.")
     calibration = node.get("calibration", "val")
     if calibration not in CALIBRATIONS:
@@ -98,6 +105,10 @@ def check_settings(node, key: str = "intervals") -> dict:
         if method == NATIVE:
             raise ConfigError(f"{key}.calibration=backtest with {key}.method=native: native intervals are not "
                               f"calibrated. Fix: {key}.method=conformal_error, or drop {key}.calibration.")
+        if method == CQR:
+            raise ConfigError(f"{key}.calibration=backtest with {key}.method=cqr: the calibration backtest keeps point "
+                              f"forecasts, and CQR scores the quantile forecasts. Fix: drop {key}.calibration (CQR "
+                              f"calibrates on the validation windows), or {key}.method=conformal_error.")
         for name in ("windows", "step"):
             value = node.get(name, 200 if name == "windows" else 1)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -236,9 +247,13 @@ class Calibration:
         return Path(path)
 
     @classmethod
-    def load(cls, path: Path) -> "Calibration":
+    def load(cls, path: Path) -> "Calibration | QuantileCalibration":
+        """The calibration saved in ``path``: a :class:`QuantileCalibration` for ``cqr``."""
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(str(data["header"]))
+            if header["method"] == CQR:
+                return QuantileCalibration(data["scores"].astype(np.float64), header["quantiles"],
+                                           header["score_levels"], header["levels"], header.get("source", "val"))
             return cls(header["method"], data["scores"].astype(np.float64), header["levels"], header.get("source", "val"),
                        {int(k): v for k, v in header.get("alphas", {}).items()})
 
@@ -261,6 +276,154 @@ def calibrate(pred: np.ndarray, actual: np.ndarray, method: str, levels, source:
         raise DataError("a calibration forecast or actual is not finite; conformal scores need finite errors. Fix: "
                         "repair the validation rows (data.fill) or check the model's forecasts.")
     return Calibration(method, np.abs(error) if method == "conformal_error" else error, levels, source)
+
+
+# ------------------------------------------------------------------ conformalised quantile regression
+def quantile_pairs(quantiles: Iterable[float]) -> dict[int, tuple[int, int]]:
+    """``{level: (i_lo, i_hi)}``: each level (integer percent) whose ``α/2`` and ``1 − α/2`` are
+    both in the ascending grid ``quantiles``, with their positions in it."""
+    grid = [round(float(t), 6) for t in quantiles]
+    out = {}
+    for i, tau in enumerate(grid):
+        level = round((1 - 2 * tau) * 100, 6)
+        if tau < 0.5 and level == int(level) and round(1 - tau, 6) in grid:
+            out[int(level)] = (i, grid.index(round(1 - tau, 6)))
+    return dict(sorted(out.items()))
+
+
+def require_pairs(quantiles: Iterable[float], levels: Iterable[int], key: str = "intervals.levels") -> dict[int, tuple[int, int]]:
+    """:func:`quantile_pairs` of the asked ``levels``; ``ConfigError`` naming a level whose two
+    quantiles the model was not trained on."""
+    pairs = quantile_pairs(quantiles)
+    for level in check_levels(levels, key):
+        if level not in pairs:
+            alpha = 1 - level / 100
+            raise ConfigError(
+                f"{key}: level {level} needs the quantiles {round(alpha / 2, 6)} and {round(1 - alpha / 2, 6)}, which the "
+                f"model was not trained on (its grid: {list(quantiles)}; CQR serves the levels {list(pairs)}). Fix: ask for "
+                f"one of those levels, or train with module.quantiles including both (the default grid follows "
+                f"intervals.levels).")
+    return {level: pairs[level] for level in check_levels(levels, key)}
+
+
+@dataclass
+class QuantileCalibration:
+    """Conformalised quantile regression (``cqr``): the scores ``E = max(q_lo − y, y − q_hi)``
+    ``[N, H, C, P]`` (data units) of ``N`` calibration windows, one per horizon step, channel
+    and level of ``score_levels`` (``P`` of them: every level whose two quantiles are in the
+    trained grid ``quantiles``). The band of level ``1 − α`` around quantile forecasts
+    ``[..., H, C, Q]`` is ``[q_lo − Q, q_hi + Q]``, ``Q`` the finite-sample ``(1 − α)``-quantile
+    of that level's scores per step and channel (:func:`order_statistic`, as
+    :class:`Calibration`). Its methods take the quantile forecasts where :class:`Calibration`'s
+    take the point forecast."""
+
+    scores: np.ndarray
+    quantiles: list[float]
+    score_levels: list[int]
+    levels: list[int]
+    source: str = "val"
+    method: str = CQR
+    _sorted: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.scores = np.asarray(self.scores, dtype=np.float64)
+        self.quantiles = [round(float(t), 6) for t in self.quantiles]
+        self.score_levels = [int(v) for v in self.score_levels]
+        if self.scores.ndim != 4 or self.scores.shape[0] < 1 or self.scores.shape[-1] != len(self.score_levels):
+            raise DataError(f"CQR scores must be [N, H, C, P] with N ≥ 1 and P = {len(self.score_levels)} levels, got "
+                            f"shape {self.scores.shape}.")
+        self.levels = list(require_pairs(self.quantiles, self.levels))
+
+    @property
+    def n(self) -> int:
+        return int(self.scores.shape[0])
+
+    def _ordered(self, level: int) -> np.ndarray:
+        if level not in self._sorted:
+            if level not in self.score_levels:
+                require_pairs(self.quantiles, [level], "levels")
+            self._sorted[level] = np.sort(self.scores[..., self.score_levels.index(level)], axis=0)
+        return self._sorted[level]
+
+    def offsets(self, level: int, alpha: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(down, up)`` ``[H, C]``: the band of ``level`` is ``[q_lo − down, q_hi + up]`` (both
+        ``Q``); ``alpha``: this miscoverage instead of ``1 − level/100`` (the pair of quantiles
+        stays the level's)."""
+        level = check_levels([level])[0]
+        sorted_scores = self._ordered(level)
+        alpha = 1 - level / 100 if alpha is None else float(alpha)
+        shape = sorted_scores.shape[1:]
+        if alpha <= 0:
+            return np.full(shape, np.inf), np.full(shape, np.inf)
+        q = np.zeros(shape) if alpha >= 1 else order_statistic(sorted_scores, 1 - alpha)
+        return q, q
+
+    def bands(self, quantiles: np.ndarray, levels: Iterable[int] | None = None,
+              alphas: dict[int, float] | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """``{level: (lo, hi)}`` ``[..., H, C]`` from quantile forecasts ``[..., H, C, Q]``."""
+        quantiles = np.asarray(quantiles, dtype=np.float64)
+        if quantiles.ndim < 3 or quantiles.shape[-1] != len(self.quantiles) \
+                or quantiles.shape[-3:-1] != self.scores.shape[1:3]:
+            raise DataError(f"CQR bands need quantile forecasts [..., H, C, Q] = [..., {self.scores.shape[1]}, "
+                            f"{self.scores.shape[2]}, {len(self.quantiles)}], got shape {quantiles.shape} (point "
+                            "forecasts?). Fix: pass the network's quantile forecasts (QuantileNetwork.quantiles).")
+        pairs = require_pairs(self.quantiles, self.levels if levels is None else levels, "levels")
+        out = {}
+        for level, (i_lo, i_hi) in pairs.items():
+            down, up = self.offsets(level, (alphas or {}).get(level))
+            out[level] = (quantiles[..., i_lo] - down, quantiles[..., i_hi] + up)
+        return out
+
+    def quantile(self, quantiles: np.ndarray, tau: float) -> np.ndarray:
+        """The conformalised ``tau``-quantile of quantile forecasts ``[..., H, C, Q]``: the bound
+        of the CQR band of level ``|2τ − 1|`` (``tau = 0.5``: the median), as
+        :meth:`Calibration.quantile` is for the conformal bands."""
+        if not 0 < tau < 1:
+            raise ConfigError(f"quantile {tau} must lie strictly between 0 and 1.")
+        if abs(tau - 0.5) < 1e-12:
+            return self.point(quantiles)
+        level = int(round(abs(2 * tau - 1) * 100))
+        lo, hi = self.bands(quantiles, [level])[level]
+        return hi if tau > 0.5 else lo
+
+    def point(self, quantiles: np.ndarray) -> np.ndarray:
+        """The median ``[..., H, C]`` of quantile forecasts ``[..., H, C, Q]``."""
+        return np.asarray(quantiles, dtype=np.float64)[..., self.quantiles.index(0.5)]
+
+    # -------------------------------------------------------------- storage
+    def save(self, path: Path) -> Path:
+        """``intervals.npz`` as :meth:`Calibration.save`, with the grid and the scored levels."""
+        header = {"method": self.method, "levels": self.levels, "source": self.source, "n": self.n,
+                  "shape": list(self.scores.shape), "quantiles": self.quantiles, "score_levels": self.score_levels}
+        np.savez_compressed(path, scores=self.scores.astype(np.float32), header=np.asarray(json.dumps(header)))
+        return Path(path)
+
+    def metadata(self) -> dict:
+        """What the logged model's metadata says about its intervals."""
+        return {"method": self.method, "levels": self.levels, "calibration": self.source, "windows": self.n,
+                "quantiles": self.quantiles,
+                "stored": f"CQR scores per window, horizon step, channel and level {self.score_levels} (intervals.npz): "
+                          "those levels are served",
+                "columns": "<channel>-lo-<level>, <channel>-hi-<level>"}
+
+
+def calibrate_quantiles(quantiles: np.ndarray, actual: np.ndarray, grid: Iterable[float], levels,
+                        source: str = "val") -> QuantileCalibration:
+    """The :class:`QuantileCalibration` of quantile forecasts ``[N, H, C, Q]`` (ascending along
+    ``Q`` as ``grid``) against ``actual [N, H, C]`` (data units) of windows the model did not
+    train on: the CQR scores of every level the grid has both quantiles of."""
+    quantiles, actual = np.asarray(quantiles, dtype=np.float64), np.asarray(actual, dtype=np.float64)
+    grid = [round(float(t), 6) for t in grid]
+    if quantiles.shape != (*actual.shape, len(grid)):
+        raise DataError(f"calibration quantile forecasts {quantiles.shape} do not match the actuals {actual.shape} "
+                        f"and the {len(grid)} quantiles of the grid.")
+    if not (np.isfinite(quantiles).all() and np.isfinite(actual).all()):
+        raise DataError("a calibration forecast or actual is not finite; conformal scores need finite errors. Fix: "
+                        "repair the validation rows (data.fill) or check the model's forecasts.")
+    require_pairs(grid, levels)
+    pairs = quantile_pairs(grid)
+    scores = np.stack([np.maximum(quantiles[..., i] - actual, actual - quantiles[..., j]) for i, j in pairs.values()], -1)
+    return QuantileCalibration(scores, grid, list(pairs), levels, source)
 
 
 # ------------------------------------------------------------------ metrics

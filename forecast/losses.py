@@ -27,3 +27,24 @@ class TimeFrequencyLoss(nn.Module):
                 return time_term
             spectrum = torch.fft.rfft(error, dim=1)  # linear: rFFT(ŷ) - rFFT(y)
             return (1 - self.frequency_weight) * time_term + self.frequency_weight * spectrum.abs().mean()
+
+
+class PinballLoss(nn.Module):
+    """The mean multi-quantile pinball loss ``mean max(τ·(y − q_τ), (τ − 1)·(y − q_τ))`` over
+    every quantile ``τ`` of ``quantiles`` (ascending, strictly inside (0, 1)), window, step and
+    channel: ``pred [..., Q]`` holds one forecast per quantile, ``target [...]`` the truth.
+    ``module.loss=quantile`` trains with it (see :mod:`forecast.quantiles`)."""
+
+    def __init__(self, quantiles):
+        super().__init__()
+        taus = [float(t) for t in quantiles]
+        if not taus or any(not 0 < t < 1 for t in taus) or taus != sorted(set(taus)):
+            raise ValueError(f"quantiles must be ascending, distinct and strictly between 0 and 1, got {list(quantiles)}")
+        self.quantiles = taus
+        self.register_buffer("taus", torch.tensor(taus), persistent=False)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        with full_precision(pred):
+            diff = target.float().unsqueeze(-1) - pred.float()  # [..., Q]
+            taus = self.taus.to(diff.device)
+            return torch.maximum(taus * diff, (taus - 1) * diff).mean()

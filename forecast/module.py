@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from forecast.losses import PinballLoss
 from forecast.metrics import ForecastMetrics
 from forecast.models.base import Network, check_network
 
@@ -24,6 +25,10 @@ class ForecastModule(pl.LightningModule):
     parameters and the optimiser. ``eval_loss`` (default: ``loss``) is the ``val/loss`` and
     ``test/loss`` criterion, the one early stopping and checkpoints watch. ``target_mean``/``target_std``/``mase_scale`` (one value per
     target channel) let the metrics report errors on the original scale.
+
+    A :class:`forecast.quantiles.QuantileNetwork` (``module.loss=quantile``) is trained on its
+    quantile forecasts ``[B, H, C, Q]`` by a :class:`forecast.losses.PinballLoss` criterion;
+    every metric scores its median, the point forecast, like any other network's.
 
     Logged keys: ``train/loss``, ``val/loss``, ``val/mse``…, ``test/loss`` (only where the
     criterion is not the MSE, which ``test/mse`` already is), ``test/mse``, ``test/mae``,
@@ -75,10 +80,29 @@ class ForecastModule(pl.LightningModule):
         out = self.network(x, x_mark, y_mark)
         return out if self.c_out is None else out[..., -self.c_out :]
 
+    @property
+    def quantile_grid(self) -> list[float] | None:
+        """The quantiles the network forecasts (``module.loss=quantile``); ``None``: points only."""
+        from forecast.quantiles import QuantileNetwork
+
+        return self.network.quantiles_grid if isinstance(self.network, QuantileNetwork) else None
+
+    def quantile_forecast(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
+                          y_mark: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, H, C, Q]``: the quantile forecasts of a quantile-trained network."""
+        out = self.network.quantiles(x, x_mark, y_mark)
+        return out if self.c_out is None else out[..., -self.c_out :, :]
+
     def _step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        pred = self(batch["x"], batch["x_mark"], batch["y_mark"])
+        criterion = self.loss if stage == "train" else self.eval_loss
         target = batch["y"]
-        loss = (self.loss if stage == "train" else self.eval_loss)(pred, target)
+        if self.quantile_grid is not None:
+            quantiles = self.quantile_forecast(batch["x"], batch["x_mark"], batch["y_mark"])
+            pred = quantiles[..., self.network.median]
+            loss = criterion(quantiles if isinstance(criterion, PinballLoss) else pred, target)
+        else:
+            pred = self(batch["x"], batch["x_mark"], batch["y_mark"])
+            loss = criterion(pred, target)
         self.losses[f"{stage}_loss"].update(loss.detach(), weight=target.shape[0])
         if stage in self.metrics:
             self.metrics[stage].update(pred, target)

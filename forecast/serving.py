@@ -61,6 +61,7 @@ from forecast.data.sources import Expectation, TimeSeriesTable, load_table, vali
 from forecast.data.timefeatures import time_features
 from forecast import intervals
 from forecast.errors import ConfigError, DataError, ForecastError
+from forecast.quantiles import QuantileNetwork, unscale, wrap
 
 ARTIFACTS = ("network", "config", "scaler", "data")
 MODEL_NAME = "model"  # the name of the logged model inside its run
@@ -206,9 +207,11 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
         """The levels a forecast carries by default (none without a calibration)."""
         return list(self.calibration.levels) if self.calibration is not None else []
 
-    def with_bands(self, result: pd.DataFrame, levels=None, alphas: dict | None = None) -> pd.DataFrame:
+    def with_bands(self, result: pd.DataFrame, levels=None, alphas: dict | None = None,
+                   quantiles: np.ndarray | None = None) -> pd.DataFrame:
         """``result`` with the ``<channel>-lo-<level>``/``-hi-<level>`` columns of the stored
-        calibration (``levels``: these instead of the model's default ones)."""
+        calibration (``levels``: these instead of the model's default ones). A ``cqr``
+        calibration bands the network's quantile forecasts ``quantiles [H, C, Q]`` (data units)."""
         if self.calibration is None:
             if levels:
                 raise RequestError(f"levels={list(levels)}: this model was logged without intervals (no calibration). "
@@ -216,6 +219,14 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
             return result
         outputs = self.spec.outputs
         pred = result[outputs].to_numpy(dtype=np.float64)
+        if isinstance(self.calibration, intervals.QuantileCalibration):
+            if quantiles is None:
+                raise ForecastFailed("this model's intervals are CQR bands of its quantile forecasts, which were not "
+                                     "given. Fix: forecast with ForecastModel.forecast_table, which computes them.")
+            if alphas:
+                raise RequestError("adaptive conformal inference is not available for CQR intervals. Fix: drop aci.windows, "
+                                   "or forecast with a model trained with intervals.method=conformal_error.")
+            pred = quantiles
         try:
             bands = self.calibration.bands(pred, levels if levels else None, alphas)
         except ConfigError as error:
@@ -228,6 +239,11 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
 
     def forecast(self, dates: pd.DatetimeIndex, values: np.ndarray) -> pd.DataFrame:
         """Forecast from exactly ``seq_len`` rows ``values [L, C]`` (data units, model order)."""
+        return self.forecast_with_quantiles(dates, values)[0]
+
+    def forecast_with_quantiles(self, dates: pd.DatetimeIndex, values: np.ndarray) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """:meth:`forecast` and, for a quantile-trained network, its quantile forecasts
+        ``[H, C, Q]`` in the data's units (else ``None``)."""
         spec = self.spec
         future = spec.future_dates(dates[-1])
         cal = spec.calendar_freq or spec.freq
@@ -235,19 +251,21 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
         x = torch.from_numpy(self.scaler.transform(values).astype(np.float32))[None]
         x_mark = torch.from_numpy(time_features(dates, cal))[None]
         y_mark = torch.from_numpy(time_features(future, cal))[None]
+        quantile = isinstance(self.network, QuantileNetwork)
         with torch.no_grad():
             out = self.network(x, x_mark, y_mark)[..., -spec.c_out:]
+            grid = self.network.quantiles(x, x_mark, y_mark)[..., -spec.c_out:, :] if quantile else None
         target = self.scaler.select(slice(len(spec.columns) - spec.c_out, None))
         pred = target.inverse_transform(out[0].double().numpy())
         result = pd.DataFrame(pred, columns=spec.outputs)
         result.insert(0, spec.date_col, future.as_unit("ns"))
-        return result
+        return result, (unscale(target, grid[0].double().numpy()) if quantile else None)
 
     def forecast_table(self, table: TimeSeriesTable, source: str, levels=None, alphas: dict | None = None) -> pd.DataFrame:
         """The forecast after a validated table's last ``seq_len`` rows, with its intervals
         (:meth:`with_bands`); :class:`ForecastFailed` rather than a forecast with NaN or infinite
         values."""
-        result = self.forecast(table.dates[-self.spec.seq_len:], table.values[-self.spec.seq_len:])
+        result, quantiles = self.forecast_with_quantiles(table.dates[-self.spec.seq_len:], table.values[-self.spec.seq_len:])
         values = result[self.spec.outputs].to_numpy()
         bad = ~np.isfinite(values)
         if bad.any():
@@ -258,7 +276,7 @@ class ForecastModel(mlflow.pyfunc.PythonModel):
                 f"{', '.join(map(str, steps[:5]))}{' …' if len(steps) > 5 else ''}, so no forecast is returned. The history "
                 "passed every input check, so the network itself produced it. Fix: look for extreme values in the "
                 "history's last rows; if there are none, the model is broken: forecast with another version.")
-        return self.with_bands(result, levels, alphas)
+        return self.with_bands(result, levels, alphas, quantiles)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         source = input_source()
@@ -287,7 +305,7 @@ def load_network(path: str, cfg: DictConfig) -> torch.nn.Module:
     else:
         from hydra.utils import instantiate
 
-        network = instantiate(cfg.model)
+        network = wrap(instantiate(cfg.model), cfg)  # the quantile head of module.loss=quantile
         network.load_state_dict(obj)
     return network.eval()
 

@@ -147,6 +147,10 @@ def adapted_alphas(cfg: DictConfig, impl: ForecastModel, table, levels) -> dict 
     if impl.calibration is None:
         raise ConfigError(f"aci.windows={windows}: {cfg.model_uri} was logged without intervals. Fix: drop aci.windows, "
                           "or forecast with a model trained with intervals.method=conformal_error.")
+    if isinstance(impl.calibration, intervals.QuantileCalibration):
+        raise ConfigError(f"aci.windows={windows}: {cfg.model_uri} has CQR intervals (intervals.method=cqr), which "
+                          "adaptive conformal inference does not adapt yet. Fix: drop aci.windows, or forecast with a model "
+                          "trained with intervals.method=conformal_error.")
     spec = impl.spec
     gamma = cfg.aci.get("gamma")
     if gamma is None:

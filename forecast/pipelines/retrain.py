@@ -355,7 +355,9 @@ def forecast_and_score(prep: Prepared, windows: Windows, model, who: str, metric
     pred = evaluation.forecasts_from(model, prep.table, prep.cutoffs, windows.outputs)
     scores = evaluation.score(pred, windows.actual, windows.std)
     calibration = getattr(model, "calibration", None)
-    if calibration is not None and list(model.spec.outputs) == windows.outputs:
+    # CQR bands need each cutoff's quantile forecasts, which forecasts_from does not make: such a
+    # model is scored on its points (NaN interval metrics) like a model without intervals
+    if isinstance(calibration, intervals.Calibration) and list(model.spec.outputs) == windows.outputs:
         levels = sorted({*calibration.levels, *([int(metric[5:])] if metric.startswith("msis_") else [])})
         scores.update(intervals.evaluate(calibration, pred, windows.actual, windows.mase_scale, levels))
     scores.setdefault(metric, float("nan"))

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-from forecast import intervals, tracking
+from forecast import intervals, quantiles, tracking
 from forecast.config import Recommendation, model_recommendations
 from forecast.data.datamodule import ForecastDataModule
 from forecast.errors import ConfigError, DataError, config_error
@@ -58,13 +58,18 @@ def build_data(cfg: DictConfig, table=None) -> ForecastDataModule:
 
 
 def build_module(cfg: DictConfig, datamodule: ForecastDataModule) -> ForecastModule:
+    """The system around ``cfg.model`` (wrapped to forecast quantiles with ``module.loss=quantile``,
+    whose grid is written into ``module.quantiles`` so the logged config says it)."""
     try:
         network = instantiate(cfg.model)
     except InstantiationException as error:  # a network's own check, or a key it does not take: one line with the fix
         raise config_error(error) from None
+    grid = quantiles.trained_grid(cfg)
+    if grid is not None:
+        cfg.module.quantiles = grid
     return ForecastModule(
-        network,
-        loss=instantiate(cfg.module.loss) if cfg.module.loss else None,
+        quantiles.wrap(network, cfg),
+        loss=quantiles.build_loss(cfg),
         eval_loss=instantiate(cfg.module.eval_loss) if cfg.module.get("eval_loss") else None,
         optimizer=instantiate(cfg.module.optimizer) if cfg.module.optimizer else None,
         scheduler=instantiate(cfg.module.scheduler) if cfg.module.scheduler else None,
@@ -128,9 +133,11 @@ def best_checkpoint(trainer: pl.Trainer) -> str:
     return ""
 
 
-def split_forecasts(module: ForecastModule, datamodule: ForecastDataModule, split: str) -> tuple[np.ndarray, np.ndarray]:
+def split_forecasts(module: ForecastModule, datamodule: ForecastDataModule, split: str,
+                    quantile: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(pred, actual)`` ``[N, H, C]`` in the data's units: the module's forecasts of every window
-    of ``split`` (in order, in this process alone) and the values that followed."""
+    of ``split`` (in order, in this process alone) and the values that followed. ``quantile``:
+    ``pred`` is the quantile forecasts ``[N, H, C, Q]`` of a quantile-trained module."""
     datamodule.setup()
     dataset = datamodule.datasets[split]
     size = int(datamodule.eval_batch_size)
@@ -139,9 +146,12 @@ def split_forecasts(module: ForecastModule, datamodule: ForecastDataModule, spli
     with torch.no_grad():
         for start in range(0, len(dataset), size):
             batch = dataset.__getitems__(list(range(start, min(start + size, len(dataset)))))
-            preds.append(module(*(batch[k].to(module.device) for k in ("x", "x_mark", "y_mark"))).double().cpu())
+            inputs = (batch[k].to(module.device) for k in ("x", "x_mark", "y_mark"))
+            preds.append((module.quantile_forecast(*inputs) if quantile else module(*inputs)).double().cpu())
             targets.append(batch["y"].double())
-    return unscaled(datamodule, torch.cat(preds)), unscaled(datamodule, torch.cat(targets))
+    pred = torch.cat(preds)
+    pred = quantiles.unscale(datamodule.target_scaler, pred.numpy()) if quantile else unscaled(datamodule, pred)
+    return pred, unscaled(datamodule, torch.cat(targets))
 
 
 def unscaled(datamodule: ForecastDataModule, scaled: torch.Tensor) -> np.ndarray:
@@ -154,7 +164,15 @@ def calibrate(settings: dict, module: ForecastModule, datamodule: ForecastDataMo
     (which training only used for early stopping, never for gradients or estimation); with
     ``calibration: backtest`` (and the run's ``cfg``), on a rolling-origin backtest before the
     test split instead (:func:`backtest_calibration`). ``forecasts``: the validation windows'
-    ``(pred, actual)`` when already made (:func:`split_forecasts`)."""
+    ``(pred, actual)`` when already made (:func:`split_forecasts`). ``cqr``: the CQR scores of
+    its quantile forecasts of the validation windows (:func:`forecast.intervals.calibrate_quantiles`)."""
+    if settings["method"] == intervals.CQR:
+        quantile_forecasts, actual = split_forecasts(module, datamodule, "val", quantile=True)
+        calibration = intervals.calibrate_quantiles(quantile_forecasts, actual, module.quantile_grid, settings["levels"],
+                                                    settings["calibration"])
+        log.info("intervals: cqr calibrated on %d validation windows (per horizon step and channel), levels %s",
+                 calibration.n, settings["levels"])
+        return calibration
     if settings["calibration"] == "backtest" and cfg is not None:
         return backtest_calibration(settings, cfg, datamodule)
     pred, actual = forecasts if forecasts is not None else split_forecasts(module, datamodule, "val")
@@ -248,6 +266,8 @@ def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDa
         scores["windows"] = float(len(pred))
         return {f"test/{k}": v for k, v in scores.items()}
     module.calibration = calibrate(settings, module, datamodule, cfg)
+    if settings["method"] == intervals.CQR:
+        return {f"test/{k}": v for k, v in cqr_scores(module, datamodule).items()}
     if module.test_outputs and trainer.world_size == 1:
         pred = unscaled(datamodule, torch.cat([p for p, _ in module.test_outputs]))
         actual = unscaled(datamodule, torch.cat([t for _, t in module.test_outputs]))
@@ -261,6 +281,28 @@ def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDa
     scores.update(windows=float(len(pred)), calibration_windows=float(module.calibration.n),
                   calibration_mae_orig=calibration_mae)
     return {f"test/{k}": v for k, v in scores.items()}
+
+
+def cqr_scores(module: ForecastModule, datamodule: ForecastDataModule) -> dict[str, float]:
+    """The interval metrics of the CQR bands on every test window and the calibration windows'
+    median error (``calibration_mae_orig``). ``wql`` is over the grid 0.1 … 0.9 of every other
+    method (the conformalised bounds of the levels 20 … 80), so runs compare; a model trained
+    on a grid without those quantiles (``module.quantiles``) logs ``wql_trained`` instead, over
+    its bands' own bounds."""
+    module.test_outputs = []
+    calibration = module.calibration
+    forecasts, actual = split_forecasts(module, datamodule, "test", quantile=True)
+    pred = calibration.point(forecasts)
+    bands = calibration.bands(forecasts)
+    scores = intervals.interval_metrics(actual, bands, datamodule.mase_scale)
+    if set(intervals.WQL_LEVELS) <= set(calibration.score_levels):
+        scores["wql"] = intervals.wql(actual, {tau: calibration.quantile(forecasts, tau) for tau in intervals.WQL_QUANTILES})
+    else:
+        scores["wql_trained"] = intervals.wql(actual, intervals.band_quantiles(pred, bands))
+    val_forecasts, val_actual = split_forecasts(module, datamodule, "val", quantile=True)
+    scores.update(windows=float(len(pred)), calibration_windows=float(calibration.n),
+                  calibration_mae_orig=float(np.abs(val_actual - calibration.point(val_forecasts)).mean()))
+    return scores
 
 
 def plot_decomposition(network: Network, datamodule: ForecastDataModule, title: str):
@@ -282,8 +324,12 @@ def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int,
     picks = np.unique(np.linspace(0, len(dataset) - 1, n).round().astype(int)).tolist()
     batch = dataset.__getitems__(picks)
     module.eval()
+    inputs = [batch[k].to(module.device) for k in ("x", "x_mark", "y_mark")]
     with torch.no_grad():
-        pred = module(*(batch[k].to(module.device) for k in ("x", "x_mark", "y_mark"))).cpu()
+        pred = module(*inputs).cpu()
+        cqr = isinstance(module.calibration, intervals.QuantileCalibration)
+        band_input = quantiles.unscale(datamodule.target_scaler, module.quantile_forecast(*inputs).double().cpu().numpy()) \
+            if cqr else None
     c_out = datamodule.c_out
     shown = shown_channels(c_out)  # channel positions within the target block
     names = datamodule.columns[datamodule.enc_in - c_out :]
@@ -292,7 +338,7 @@ def plot_windows(module: ForecastModule, datamodule: ForecastDataModule, n: int,
     history = datamodule.scaler.inverse_transform(batch["x"][:, -keep:].numpy())[..., datamodule.enc_in - c_out :]
     actual = datamodule.target_scaler.inverse_transform(batch["y"].numpy())
     forecast = datamodule.target_scaler.inverse_transform(pred.numpy())
-    bands = module.calibration.bands(forecast) if module.calibration is not None else {}
+    bands = module.calibration.bands(forecast if band_input is None else band_input) if module.calibration is not None else {}
     windows = []
     for i, pick in enumerate(picks):
         history_dates, dates = datamodule.window_dates("test", pick)
@@ -377,6 +423,7 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
     # fails validation leaves no trace in MLflow.
     debug = prepare(cfg)
     interval_settings = intervals.check_settings(cfg.get("intervals"))
+    quantiles.check_intervals(interval_settings, cfg)
     if debug:
         log.info("debug run (%s): logged to experiment '%s' with tag debug=true; never ranked, registered or recorded",
                  ", ".join(debug), cfg.logger.experiment_name if cfg.get("logger") else "none")
