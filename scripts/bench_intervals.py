@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 LEVELS = (80, 95)
-COLUMNS = ["model", "dataset", "features", "seq_len", "pred_len", "method", "calibration_windows", "test_windows",
+COLUMNS = ["model", "dataset", "features", "seq_len", "pred_len", "method", "calibration", "calibration_windows", "test_windows",
            *[f"{k}_{level}" for level in LEVELS for k in ("coverage", "width", "winkler", "msis")], "wql", "mse", "mae",
            "mae_orig", "calibration_mae_orig", "seconds", "threads", "load_1min", "notes", "command", "machine", "date"]
 
@@ -82,6 +82,7 @@ def main() -> None:
 
     row = {"model": tags["model"], "dataset": tags["dataset"], "features": tags["features"], "seq_len": tags["seq_len"],
            "pred_len": tags["horizon"], "method": params.get("intervals/method", params.get("intervals.method", "")),
+           "calibration": "" if params.get("intervals/method") == "native" else params.get("intervals/calibration", "val"),
            "calibration_windows": metric("calibration_windows", 0), "test_windows": metric("windows", 0),
            **{f"{k}_{level}": metric(f"{k}_{level}") for level in LEVELS for k in ("coverage", "width", "winkler", "msis")},
            "wql": metric("wql"), "mse": metric("mse"), "mae": metric("mae"), "mae_orig": metric("mae_orig"),
@@ -97,13 +98,14 @@ def render(path: Path) -> str:
     import pandas as pd
 
     rows = pd.read_csv(path)
-    lines = ["| model | features | pred_len | method | coverage 80 | width 80 | MSIS 80 | coverage 95 | width 95 | MSIS 95 "
-             "| wQL | test MAE | calibration MAE | load |", "|" + "---|" * 14]
+    lines = ["| model | features | pred_len | method | calibration | coverage 80 | width 80 | MSIS 80 | coverage 95 | width 95 "
+             "| MSIS 95 | wQL | test MAE | calibration MAE | load |", "|" + "---|" * 15]
     for r in rows.itertuples():
         cal = "" if pd.isna(r.calibration_mae_orig) else f"{r.calibration_mae_orig:.3f}"
         mae = "" if pd.isna(r.mae_orig) else f"{r.mae_orig:.3f}"
         wql = "" if pd.isna(r.wql) else f"{r.wql:.4f}"
-        lines.append(f"| {r.model} | {r.features} | {r.pred_len} | {r.method} | {100 * r.coverage_80:.1f} % | {r.width_80:.2f} "
+        calibration = "" if pd.isna(r.calibration) else f"{r.calibration} ({r.calibration_windows:.0f})"
+        lines.append(f"| {r.model} | {r.features} | {r.pred_len} | {r.method} | {calibration} | {100 * r.coverage_80:.1f} % | {r.width_80:.2f} "
                      f"| {r.msis_80:.2f} | {100 * r.coverage_95:.1f} % | {r.width_95:.2f} | {r.msis_95:.2f} | {wql} "
                      f"| {mae} | {cal} | {r.load_1min.split(' ')[0]} |")
     return "\n".join(lines)
