@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from forecast.errors import ConfigError
 
 _SIMPLE = (int, float, bool, str)
@@ -341,17 +341,29 @@ def network_classes() -> dict[str, type]:
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def compose_train(overrides: list[str]) -> DictConfig:
+def compose_train(overrides: list[str], choices: bool = False):
     """The config ``python train.py <overrides>`` would run, composed from another program (a
-    retrain, a benchmark); its ``${hydra:...}`` keys resolve only inside a Hydra app."""
+    retrain, a benchmark); its ``${hydra:...}`` keys resolve only inside a Hydra app.
+    ``choices``: return ``(config, {"model": …, "experiment": …})`` too, the options chosen for
+    those groups (what names and tags a run of that config; an ``experiment`` picks its model)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     register_configs()
+
+    def composed():
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=choices)
+        if not choices:
+            return cfg
+        picked = {k: cfg.hydra.runtime.choices.get(k) for k in ("model", "experiment")}
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return cfg, picked
+
     if GlobalHydra.instance().is_initialized():  # inside a Hydra app of this project: its conf/
-        return compose("train", overrides=list(overrides))
+        return composed()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return composed()
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ class Plan:
         return f"{self.dates[self.cutoffs[0]]} + {len(self.cutoffs)}x{self.step}"
 
 
-def _entry_overrides(entry: str) -> list[str]:
+def entry_overrides(entry: str) -> list[str]:
     """The overrides of one entry of ``models=[…]``: a model (``conf/model``), an experiment
     (``conf/experiment``), or overrides of its own (``"model=karma model.d_model=64"``)."""
     entry = str(entry).strip()
@@ -142,7 +142,7 @@ def model_entries(cfg: DictConfig, overrides: list[str] | None = None) -> list[E
     rest = [o for o in overrides if not o.lstrip("+~").startswith("models=")]
     entries = []
     for item in cfg.models:
-        own = _entry_overrides(item)
+        own = entry_overrides(item)
         try:
             if GlobalHydra.instance().is_initialized():
                 composed = compose("backtest", overrides=[*rest, *own, "models=[]"], return_hydra_config=True)

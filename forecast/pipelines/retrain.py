@@ -414,6 +414,7 @@ class Candidate:
     overrides: list[str] = field(default_factory=list)
     cfg: DictConfig | None = None
     family: str = ""                    # the network, e.g. dlinear, seasonalnaive
+    choices: dict = field(default_factory=dict)  # its Hydra choices of model and experiment
     deep: bool = True                   # trained by gradient descent (classical ones are fitted)
     estimate: float | None = None       # seconds it took at the last retrain that ran it
     status: str = "pending"
@@ -432,15 +433,16 @@ def _label(overrides: list[str], text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", named[-1] if named else text).strip("_") or "candidate"
 
 
-def compose_candidate(cfg: DictConfig, prep: Prepared, overrides: list[str], base: DictConfig) -> DictConfig:
+def compose_candidate(cfg: DictConfig, prep: Prepared, overrides: list[str], base: DictConfig) -> tuple[DictConfig, dict]:
     """A candidate's config: ``python train.py <train> <its overrides>``, on the data of the
     champion's config (or ``train``'s): the settings every model of a backtest shares
     (:data:`forecast.pipelines.backtest.SHARED_DATA`: file, channels, horizon, splits) are the
     champion's, the ones its own model file or overrides change (a look-back) its own;
-    ``base``: ``train`` composed alone, to tell which those are."""
+    ``base``: ``train`` composed alone, to tell which those are. Returns the config and its
+    Hydra choices of ``model`` and ``experiment`` (its family and its runs' names)."""
     from forecast.pipelines.backtest import SHARED_DATA
 
-    own = compose_train([*cfg.train, *overrides])
+    own, choices = compose_train([*cfg.train, *overrides], choices=True)
     data = OmegaConf.create(OmegaConf.to_container(prep.train_cfg.data))  # the path is still ??? before the first model
     theirs, ours = OmegaConf.to_container(base.data), OmegaConf.to_container(own.data)
     for key, value in ours.items():
@@ -448,7 +450,7 @@ def compose_candidate(cfg: DictConfig, prep: Prepared, overrides: list[str], bas
             data[key] = value
     OmegaConf.set_struct(own, False)
     own.data = data
-    return with_overrides(cfg, own)
+    return with_overrides(cfg, own), choices
 
 
 def plan_candidates(cfg: DictConfig, prep: Prepared, last_runs: list) -> list[Candidate]:
@@ -459,7 +461,7 @@ def plan_candidates(cfg: DictConfig, prep: Prepared, last_runs: list) -> list[Ca
     from hydra.utils import get_class
 
     from forecast.models.classical.base import Classical
-    from forecast.pipelines.backtest import _entry_overrides
+    from forecast.pipelines.backtest import entry_overrides
 
     base = compose_train(list(cfg.train))
     out: list[Candidate] = []
@@ -467,10 +469,11 @@ def plan_candidates(cfg: DictConfig, prep: Prepared, last_runs: list) -> list[Ca
         text = str(item).strip()
         candidate = Candidate(label=_label(text.split(), text), text=text)
         try:
-            candidate.overrides = _entry_overrides(text)
+            candidate.overrides = entry_overrides(text)
             candidate.label = _label(candidate.overrides, text)
-            candidate.cfg = compose_candidate(cfg, prep, candidate.overrides, base)
-            candidate.family = tracking.model_name(candidate.cfg)
+            candidate.cfg, candidate.choices = compose_candidate(cfg, prep, candidate.overrides, base)
+            # the candidate's own model choice, not one a Hydra app in this process made earlier
+            candidate.family = candidate.choices.get("model") or candidate.cfg.model._target_.rsplit(".", 1)[-1].lower()
             candidate.deep = not issubclass(get_class(str(candidate.cfg.model._target_)), Classical)
         except Exception as error:  # noqa: BLE001 - a bad entry is that candidate's failure, not the retrain's
             from forecast.errors import config_error
@@ -508,6 +511,8 @@ def compete(cfg: DictConfig, client, record: "RetrainRun", prep: Prepared, folde
     one that fails or cannot finish by ``deadline`` is recorded and skipped); returns
     ``(candidates, windows, the champion's forecasts and scores)``. The best by ``metric``
     (ties: the earlier) has ``rank`` 1."""
+    from forecast.pipelines.backtest import Entry, choices_of
+
     candidates = plan_candidates(cfg, prep, last_with_candidates(client, cfg.experiment_name, cfg.name))
     champion = prep.champion
     windows = evaluation_windows(prep, champion.spec.outputs) if champion is not None else None
@@ -530,10 +535,14 @@ def compete(cfg: DictConfig, client, record: "RetrainRun", prep: Prepared, folde
             continue
         started = time.perf_counter()
         try:
-            train_cfg, candidate.warm = challenger_config(cfg, prep, folder, record.run_id, candidate.cfg, candidate.label)
-            log.info("candidate %s (%s): training on %s rows", candidate.label, " ".join(candidate.overrides),
-                     f"{prep.cutoffs[0]:,}")
-            candidate.run, candidate.model, _ = train_challenger(cfg, client, record, train_cfg, candidate.label, deadline)
+            # its runs named and tagged as `train.py <its overrides>` would name them
+            with choices_of(Entry(candidate.label, candidate.cfg, candidate.choices)):
+                train_cfg, candidate.warm = challenger_config(cfg, prep, folder, record.run_id, candidate.cfg,
+                                                              candidate.label)
+                log.info("candidate %s (%s): training on %s rows", candidate.label, " ".join(candidate.overrides),
+                         f"{prep.cutoffs[0]:,}")
+                candidate.run, candidate.model, _ = train_challenger(cfg, client, record, train_cfg, candidate.label,
+                                                                     deadline)
             if windows is None:  # no champion: the first candidate that trains sets the channels
                 windows = evaluation_windows(prep, candidate.model.spec.outputs)
             candidate.pred, candidate.scores = forecast_and_score(prep, windows, candidate.model,
