@@ -220,6 +220,7 @@ class RetrainConfig:
     candidates: List[str] = field(default_factory=list)
     max_minutes: Optional[float] = None
     aci_gamma: Optional[float] = None  # ACI on the evaluation windows for the challenger's served bands; null: its own; 0: off
+    ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)  # the candidates' ensemble as one more contender
 
 
 @dataclass

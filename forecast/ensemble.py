@@ -47,10 +47,12 @@ FILE = "ensemble.json"
 
 
 # ------------------------------------------------------------------ settings
-def check_settings(node, members: list[str], key: str = "ensemble") -> dict:
+def check_settings(node, members: list[str], key: str = "ensemble", where: str = "this backtest",
+                   listed: str = "models") -> dict:
     """The ``ensemble:`` node (``method``, ``top_k``) checked against the member labels, as a
     plain dict (``{}``: no ensemble). ``ConfigError`` with the fix for an unknown method, a
-    ``top_k`` outside 1..members, or fewer than two members."""
+    ``top_k`` outside 1..members, or fewer than two members (``where`` has them, listed in the
+    setting ``listed``: a backtest's ``models``, a retrain's ``candidates``)."""
     if node is None or node.get("method") is None:
         if node is not None and node.get("top_k") is not None:
             raise ConfigError(f"{key}.top_k={node.get('top_k')} without {key}.method. Fix: set {key}.method "
@@ -61,9 +63,9 @@ def check_settings(node, members: list[str], key: str = "ensemble") -> dict:
         raise ConfigError(f"{key}.method={method!r} is not one of {list(METHODS)}. Fix: e.g. {key}.method=mean, or "
                           f"null for no ensemble.")
     if len(members) < 2:
-        raise ConfigError(f"{key}.method={method}: an ensemble combines several models, this backtest has "
-                          f"{len(members)} ({', '.join(members) or 'none'}). Fix: list two or more in models=[…], e.g. "
-                          "models=[dlinear,ets,seasonalnaive].")
+        raise ConfigError(f"{key}.method={method}: an ensemble combines several models, {where} has "
+                          f"{len(members)} ({', '.join(members) or 'none'}). Fix: list two or more in {listed}=[…], e.g. "
+                          f"{listed}=[dlinear,ets,seasonalnaive].")
     top_k = node.get("top_k")
     if top_k is not None:
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= len(members):

@@ -410,13 +410,14 @@ def quiet_mlflow():
             os.environ[PROGRESS_BAR] = bar
 
 
-def log_adapted(client, run_id: str, calibration) -> str:
+def log_adapted(client, run_id: str, calibration, python_model: "ForecastModel | None" = None) -> str:
     """Log a copy of run ``run_id``'s model (its ``model_uri`` tag) whose intervals are
     ``calibration`` (e.g. with the miscoverage adapted by ACI on the newest windows) to the same
     run, as model ``model-aci``; the run's ``model_uri`` tag then points at the copy (the
     original's stays in ``model_uri_unadapted``), so registering the run registers the copy.
     Everything else (network, config, scaler, lineage, signature) is the original's. Returns the
-    copy's URI."""
+    copy's URI. ``python_model``: an instance of the original's class (default
+    :class:`ForecastModel`; e.g. :class:`forecast.ensemble.EnsembleModel` for an ensemble)."""
     import mlflow.artifacts
     from mlflow.models import Model
 
@@ -434,9 +435,9 @@ def log_adapted(client, run_id: str, calibration) -> str:
         mlflow.set_tracking_uri(client.tracking_uri)
         mlflow.set_experiment(experiment_id=run.info.experiment_id)
         with mlflow.start_run(run_id=run_id), quiet_mlflow():
-            info = mlflow.pyfunc.log_model(name=f"{MODEL_NAME}-aci", python_model=ForecastModel(), artifacts=artifacts,
-                                           signature=original.signature, pip_requirements=requirements(),
-                                           metadata=metadata)
+            info = mlflow.pyfunc.log_model(name=f"{MODEL_NAME}-aci", python_model=python_model or ForecastModel(),
+                                           artifacts=artifacts, signature=original.signature,
+                                           pip_requirements=requirements(), metadata=metadata)
     client.set_tag(run_id, "model_uri_unadapted", uri)
     client.set_tag(run_id, "model_uri", info.model_uri)
     return info.model_uri

@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from forecast.errors import DataError, ForecastError, exit_on_error
+from forecast.errors import ConfigError, DataError, ForecastError, exit_on_error
 from forecast.pipelines import retrain as rt
 from forecast.registry import retrain_history
 
@@ -248,3 +248,118 @@ def test_a_stop_request_during_a_candidates_training_stops_the_retrain_not_just_
     last = client.search_runs([experiment], f"tags.retrain_of = '{name}' and tags.kind = 'retrain'",
                               order_by=["attributes.start_time DESC"])[0]
     assert last.info.status == "FAILED" and last.data.tags["error"] == "interrupted (SIGTERM)"
+
+
+# ------------------------------------------------------------------ the candidates' ensemble
+def ripple_on_a_slope(n: int) -> pd.DataFrame:
+    """A gentle trend (0.09 a step on OT, half on load) under a daily wave (amplitude 3, 1.5):
+    seasonal naive misses the day's rise (error +24·0.09 everywhere), drift and naive miss the
+    wave (errors of either sign by hour); seasonal naive's and drift's squared errors are about
+    equal (4.7 and 4.6 on OT, phase 3.25 rad at the first row), not correlated, so their mean
+    has well under half of either (about 1.8). Naive, missing the trend too, is third."""
+    t = np.arange(n)
+    noise = np.random.default_rng(7).standard_normal((n, 2)) * 0.05
+    wave = np.sin(2 * np.pi * t / 24 + 3.25)
+    return pd.DataFrame({"date": pd.date_range("2024-01-01", periods=n, freq="h"),
+                         "load": 5 + 0.045 * t + 1.5 * wave + noise[:, 0], "OT": 10 + 0.09 * t + 3 * wave + noise[:, 1]})
+
+
+def test_the_mean_ensemble_of_the_top_two_wins_and_serves_the_mean_of_its_members(tmp_path):
+    from forecast.pipelines.predict import load_model
+
+    source = tmp_path / "ripple.csv"
+    ripple_on_a_slope(720).to_csv(source, index=False)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = rt.retrain(config(tmp_path, source, "syn-ens", candidates("seasonalnaive", "model=drift", "model=naive"),
+                               "ensemble.method=mean", "ensemble.top_k=2"))
+    by_label = {c.label: c for c in result["candidates"]}
+    contender = by_label["ensemble_mean_top2"]
+    assert contender.status == "ok" and contender.family == "ensemble"
+    # the logged ranking is the order of the logged scores, and the ensemble is first
+    run = client.get_run(result["retrain_run_id"])
+    ranking = run.data.tags["candidates_ranking"].split(",")
+    logged = [run.data.metrics[f"candidate/{label}/mse"] for label in ranking]
+    assert logged == sorted(logged) and set(ranking) == set(by_label)
+    assert ranking[0] == "ensemble_mean_top2" and result["chosen_candidate"] == "ensemble_mean_top2"
+    assert logged[0] < 0.8 * min(logged[1:]), dict(zip(ranking, logged))
+    table = candidates_csv(client, result["retrain_run_id"], tmp_path).set_index("candidate")
+    assert table.loc["ensemble_mean_top2", "rank"] == 1 and table.loc["ensemble_mean_top2", "family"] == "ensemble"
+    # members and weights chosen on the selection windows: naive (no trend, no wave) is left out
+    chosen = client.download_artifacts(result["retrain_run_id"], "ensemble.json", str(tmp_path))
+    spec = pd.read_json(chosen, typ="series")
+    assert sorted(spec["members"]) == ["drift", "seasonalnaive"]
+    assert spec["weights"]["naive"] == 0 and spec["weights"]["drift"] == pytest.approx(0.5)
+    assert max(pd.Timestamp(w) for w in spec["windows"]) < pd.Timestamp(run.data.tags["last_timestamp"]) \
+        - pd.Timedelta(hours=WINDOWS * H - 1)
+    # the ensemble's child run is the registered version; ACI ran on its bands; it serves
+    child = client.get_run(result["challenger_run_id"])
+    assert child.data.tags["mlflow.parentRunId"] == result["retrain_run_id"] and child.data.tags["model"] == "ensemble"
+    assert child.data.tags["candidate"] == "ensemble_mean_top2" and "model_uri_unadapted" in child.data.tags
+    version = client.get_model_version("syn-ens", result["challenger_version"])
+    assert version.tags["model"] == "ensemble" and result["decision"] == "first"
+    served = load_model("models:/syn-ens@champion", f"sqlite:///{tmp_path / 'mlflow.db'}")[1]
+    members = [load_model(by_label[m].run.data.tags["model_uri"], f"sqlite:///{tmp_path / 'mlflow.db'}")[1]
+               for m in ("seasonalnaive", "drift")]
+    frame = pd.read_csv(source, parse_dates=["date"])
+    dates, values = pd.DatetimeIndex(frame["date"])[-SEQ:], frame[["load", "OT"]].to_numpy()[-SEQ:]  # a request
+    mean = sum(m.forecast(dates, values)["OT"].to_numpy() for m in members) / 2
+    np.testing.assert_allclose(served.forecast(dates, values)["OT"].to_numpy(), mean, atol=1e-6)
+    assert served.calibration is not None and served.calibration.alphas  # the adapted bands are served
+    # its evaluation forecasts are the mean of the members' ones, scored like theirs
+    np.testing.assert_allclose(contender.pred, (by_label["seasonalnaive"].pred + by_label["drift"].pred) / 2, atol=1e-6)
+
+
+def test_the_ensembles_weights_come_from_windows_before_the_evaluation_windows(tmp_path):
+    """Seasonal until the evaluation windows, a steep trend on them: before, seasonal naive is
+    all but exact and drift poor; on them, the reverse. Weights fitted on the evaluation windows
+    would favour drift; the retrain's, from the windows before, favour seasonal naive."""
+    from forecast import ensemble
+
+    source = tmp_path / "switch.csv"
+    before = seasonal(0, 720 - WINDOWS * H)
+    last = before.iloc[-1]
+    pd.concat([before, trending(720 - WINDOWS * H, WINDOWS * H, (float(last["load"]), float(last["OT"])))]) \
+        .to_csv(source, index=False)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    result = rt.retrain(config(tmp_path, source, "syn-leak", candidates("seasonalnaive", "model=drift"),
+                               "ensemble.method=inverse_error"))
+    by_label = {c.label: c for c in result["candidates"]}
+    assert result["chosen_candidate"] == "drift"  # the trend decides on the evaluation windows
+    spec = pd.read_json(client.download_artifacts(result["retrain_run_id"], "ensemble.json", str(tmp_path)), typ="series")
+    assert spec["weights"]["seasonalnaive"] > 0.99, spec.to_dict()
+    assert spec["mse"]["seasonalnaive"] < 0.01 * spec["mse"]["drift"]
+    members = np.stack([by_label["seasonalnaive"].pred, by_label["drift"].pred])
+    actual = pd.read_csv(source)[["load", "OT"]].to_numpy()[-WINDOWS * H:].reshape(WINDOWS, H, 2)
+    leaked = ensemble.fit_weights("inverse_error", members, actual)
+    assert leaked[1] > 0.75  # what the evaluation windows would have chosen: mostly drift
+    weights = [spec["weights"]["seasonalnaive"], spec["weights"]["drift"]]
+    contender = by_label["ensemble_inverse_error"]
+    np.testing.assert_allclose(contender.pred, ensemble.combine(members, np.array(weights), "inverse_error"), atol=1e-6)
+    assert contender.rank == 2 and contender.scores["mse"] > 3 * by_label["drift"].scores["mse"]
+
+
+@pytest.mark.parametrize("overrides,match", [
+    ([candidates("seasonalnaive", "model=drift"), "ensemble.method=vote"], r"ensemble.method='vote' is not one of"),
+    ([candidates("seasonalnaive", "model=drift"), "ensemble.method=mean", "ensemble.top_k=3"],
+     r"ensemble.top_k=3: .* of its 2 members .* from 1 to 2"),
+    ([candidates("seasonalnaive"), "ensemble.method=mean"], r"this retrain's candidates=\[…\] has 1 .* candidates=\["),
+    (["ensemble.method=median"], r"without candidates"),
+    ([candidates("seasonalnaive", "model=drift"), "ensemble.top_k=1"], r"top_k=1 without ensemble.method"),
+])
+def test_bad_ensemble_settings_are_refused_before_anything_trains(store, overrides, match):
+    tmp, source, client = store
+    with pytest.raises(ConfigError, match=match):
+        rt.retrain(config(tmp, source, "syn-ens-bad", *overrides))
+    experiment = client.get_experiment_by_name("retrain")
+    assert experiment is None or not client.search_runs([experiment.experiment_id], "tags.retrain_of = 'syn-ens-bad'")
+
+
+def test_no_ensemble_with_a_single_finished_candidate(store):
+    tmp, source, client = store
+    result = rt.retrain(config(tmp, source, "syn-ens-one", candidates("seasonalnaive", "not_a_model"),
+                               "ensemble.method=mean"))
+    assert result["chosen_candidate"] == "seasonalnaive"
+    assert [c.label for c in result["candidates"]] == ["seasonalnaive", "not_a_model"]  # no ensemble contender
+    run = client.get_run(result["retrain_run_id"])
+    assert run.data.tags["ensemble"] == "none: 1 candidate(s) finished" and run.data.params["ensemble"] == "ensemble_mean"
+    assert [a.path for a in client.list_artifacts(result["retrain_run_id"]) if a.path == "ensemble.json"] == []

@@ -15,7 +15,9 @@ One retrain of the registered model ``name`` from ``source``:
    windows; with ``candidates``, train each candidate (any model family, on the champion's data
    settings) there instead, cheapest first within ``max_minutes``, score each on the evaluation
    windows of step 5, and take the best by ``metric`` as the challenger (a candidate that fails
-   or runs out of time is logged and skipped; none left: the retrain fails);
+   or runs out of time is logged and skipped; none left: the retrain fails); with ``ensemble.method``,
+   the ensemble of the candidates that finished is one more contender, its members and weights
+   chosen on windows before the evaluation windows (:func:`ensemble_contender`);
 5. forecast the evaluation windows, the last ``eval_windows`` horizons of the data (rolling
    origin), with both models, and score them on the original scale and z-scored
    (:mod:`forecast.evaluation`);
@@ -52,7 +54,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from forecast import evaluation, intervals, plots, registry, tracking  # plots sets the Agg backend before pyplot is used
+from forecast import ensemble, evaluation, intervals, plots, registry, tracking  # plots sets the Agg backend before pyplot is used
 from forecast.config import compose_train
 from forecast.data.datamodule import naive_scale
 from forecast.data.snapshot import snapshot, write_rows
@@ -385,7 +387,7 @@ def adapt_intervals(cfg: DictConfig, client, run, model, prep: Prepared, outputs
         return run, {}
     actual = evaluation_windows(prep, outputs).actual
     alphas = intervals.adapt_alphas(calibration, pred, actual, calibration.levels, float(gamma))
-    serving.log_adapted(client, run.info.run_id, calibration.with_alphas(alphas))
+    serving.log_adapted(client, run.info.run_id, calibration.with_alphas(alphas), type(model)())
     log.info("aci: over the %d evaluation windows the challenger's bands of levels %s move to miscoverage %s (γ %s)",
              len(pred), calibration.levels, {k: round(v, 4) for k, v in alphas.items()}, gamma)
     return client.get_run(run.info.run_id), alphas
@@ -560,11 +562,142 @@ def compete(cfg: DictConfig, client, record: "RetrainRun", prep: Prepared, folde
         else:
             log.warning("candidate %s %s after %.1f s: %s", candidate.label, candidate.status, candidate.seconds,
                         candidate.reason)
-    ranked = sorted((c for c in candidates if c.status == "ok"),
-                    key=lambda c: (not np.isfinite(c.scores[cfg.metric]), c.scores[cfg.metric]))
-    for rank, candidate in enumerate(ranked, start=1):
-        candidate.rank = rank
+    rank(candidates, cfg.metric)
     return candidates, windows, champion_pred, champion_scores
+
+
+def rank(candidates: list[Candidate], metric: str) -> None:
+    """``rank`` 1, 2, … of the candidates that finished, by ``metric`` on the evaluation windows
+    (ties: the earlier; a NaN score last)."""
+    ranked = sorted((c for c in candidates if c.status == "ok"),
+                    key=lambda c: (not np.isfinite(c.scores[metric]), c.scores[metric]))
+    for position, candidate in enumerate(ranked, start=1):
+        candidate.rank = position
+
+
+# ------------------------------------------------------------------ the candidates' ensemble
+def ensemble_settings(cfg: DictConfig) -> dict:
+    """The retrain's ``ensemble:`` node checked (:func:`forecast.ensemble.check_settings`) against
+    its ``candidates``; ``{}``: no ensemble. ``ConfigError`` before anything trains."""
+    node = cfg.get("ensemble")
+    if node is None or node.get("method") is None and node.get("top_k") is None:
+        return {}
+    if not cfg.get("candidates"):
+        raise ConfigError(f"ensemble.method={node.get('method')} without candidates: the ensemble combines the "
+                          "candidates that finished. Fix: list two or more, e.g. candidates='[model=ets,model=seasonalnaive]', "
+                          "or ensemble.method=null.")
+    return ensemble.check_settings(node, [str(c) for c in cfg.candidates], where="this retrain's candidates=[…]",
+                                   listed="candidates")
+
+
+def selection_cutoffs(cfg: DictConfig, prep: Prepared) -> list[int]:
+    """The ensemble's selection windows: back-to-back horizons ending where the evaluation
+    windows begin (``prep.cutoffs[0]``), inside the rows after the candidates' training split
+    (their validation and test rows, ``split_sizes``: no candidate fitted on them), at most
+    ``eval_windows`` of them. The members and weights are chosen there, never on the evaluation
+    windows that decide."""
+    horizon, end = int(prep.train_cfg.data.pred_len), prep.cutoffs[0]
+    trained = int(end * float(cfg.split_sizes[0]))  # the training split's end (forecast.data.splits.split_rows)
+    count = min(int(cfg.eval_windows), (end - trained) // horizon)
+    if count < 1:
+        raise DataError(f"the {end - trained} rows after the candidates' training split hold no window of "
+                        f"{horizon} rows to choose the ensemble's weights on. Fix: a larger validation/test share "
+                        "in split_sizes, or ensemble.method=null.")
+    return evaluation.rolling_origins(end, count, horizon, start=trained, setting="eval_windows")
+
+
+def ensemble_contender(cfg: DictConfig, client, record: "RetrainRun", prep: Prepared, candidates: list[Candidate],
+                       windows: Windows | None, settings: dict) -> Candidate | None:
+    """One more contender: the ensemble (:mod:`forecast.ensemble`) of the candidates that
+    finished. Its members (``top_k``), weights and conformal calibration are fitted by
+    :func:`forecast.ensemble.fit` on each candidate's forecasts of the selection windows
+    (:func:`selection_cutoffs`), rows before the evaluation windows; the ensemble is logged with
+    :func:`forecast.ensemble.log_ensemble` to a child run of the retrain (tagged like a
+    candidate's training run, with its ``model_uri``) and scored on the evaluation windows from
+    that logged model by :func:`forecast_and_score`, as every candidate. Appended to
+    ``candidates`` (``failed`` with the reason when it cannot be built); ``None`` with fewer than
+    two finished candidates."""
+    from forecast.pipelines.predict import load_model
+
+    finished = [c for c in candidates if c.status == "ok"]
+    name = ensemble.label(settings)
+    if len(finished) < 2:
+        log.warning("%s: %d candidate(s) finished, an ensemble needs two or more; no ensemble this time", name,
+                    len(finished))
+        record.tag(ensemble=f"none: {len(finished)} candidate(s) finished")
+        return None
+    check_stop()
+    contender = Candidate(label=name, text=f"ensemble.method={settings['method']}"
+                          + (f" ensemble.top_k={settings['top_k']}" if settings["top_k"] else ""),
+                          family="ensemble", deep=False)
+    started = time.perf_counter()
+    try:
+        outputs, horizon = windows.outputs, int(prep.train_cfg.data.pred_len)
+        cutoffs = selection_cutoffs(cfg, prep)
+        preds = np.stack([evaluation.forecasts_from(c.model, prep.table, cutoffs, outputs) for c in finished])
+        actual = evaluation.actuals_at(prep.table, cutoffs, horizon, outputs)
+        scale = evaluation.channel_scale(prep.table, cutoffs[0], outputs)
+        mse = ensemble.selection_mse(preds, actual, scale)
+        best = finished[int(np.argmin(mse))]  # its intervals' settings are the ensemble's
+        interval = intervals.check_settings(best.cfg.get("intervals"))
+        interval = {"method": interval["method"], "levels": interval["levels"]} \
+            if interval.get("method") in intervals.METHODS else {}
+        weights, calibration = ensemble.fit(settings["method"], preds, actual, settings["top_k"], scale, interval)
+        keep = np.flatnonzero(weights > 0)
+        members = [finished[i] for i in keep]
+        selection = {"windows": [str(prep.table.dates[c]) for c in cutoffs],
+                     "mse": {c.label: float(e) for c, e in zip(finished, mse)},
+                     "weights": {c.label: float(w) for c, w in zip(finished, weights)}}
+        log.info("%s: members %s, weights %s (selection mse %s on %d windows from %s, before the evaluation windows)",
+                 name, [m.label for m in members], [round(float(w), 4) for w in weights[keep]],
+                 {k: round(v, 4) for k, v in selection["mse"].items()}, len(cutoffs), selection["windows"][0])
+        contender.run = log_contender(cfg, client, record, name, settings, members, weights[keep], calibration, selection)
+        contender.model = load_model(contender.run.data.tags["model_uri"], cfg.tracking_uri)[1]
+        contender.pred, contender.scores = forecast_and_score(prep, windows, contender.model, f"candidate {name}",
+                                                              cfg.metric)
+        contender.status = "ok"
+        client.log_dict(record.run_id, {**settings, "label": name, "members": [m.label for m in members], **selection},
+                        "ensemble.json")
+        record.tag(ensemble=name)
+    except Exception as error:  # noqa: BLE001 - the ensemble's failure is a contender's, not the retrain's
+        contender.status, contender.reason = "failed", (str(error).strip() or type(error).__name__)
+        log.warning("%s failed: %s", name, contender.reason)
+        log.debug("%s", name, exc_info=True)
+        record.tag(ensemble=f"failed: {contender.reason[:200]}")
+    contender.seconds = time.perf_counter() - started
+    candidates.append(contender)
+    return contender
+
+
+def log_contender(cfg: DictConfig, client, record: "RetrainRun", name: str, settings: dict, members: list[Candidate],
+                  weights: np.ndarray, calibration, selection: dict):
+    """The ensemble's child run of the retrain run: tagged as a candidate's training run
+    (``retrain_id``, ``mlflow.parentRunId``, ``candidate``, ``model=ensemble``), its model logged
+    by :func:`forecast.ensemble.log_ensemble` from the members' logged models and its
+    ``model_uri`` tag set, which registering reads. Returns the finished run."""
+    import mlflow
+
+    tags = {"retrain_id": record.run_id, "mlflow.parentRunId": record.run_id, "retrain_of": cfg.name,
+            "candidate": name, "model": "ensemble", "debug": "false",
+            "mlflow.runName": f"{name} of {', '.join(m.label for m in members)}"}
+    run_id = client.create_run(record.experiment_id, tags=tags).info.run_id
+    try:
+        for key, value in {"ensemble.method": settings["method"], "ensemble.top_k": settings["top_k"],
+                           "ensemble.members": ",".join(m.label for m in members),
+                           "ensemble.weights": ",".join(f"{w:.6g}" for w in weights)}.items():
+            client.log_param(run_id, key, value)
+        for label, value in selection["mse"].items():
+            client.log_metric(run_id, f"selection/{label}/mse", value)
+        mlflow.set_tracking_uri(cfg.tracking_uri)
+        with mlflow.start_run(run_id=run_id):
+            info = ensemble.log_ensemble([m.run.data.tags["model_uri"] for m in members], settings["method"], weights,
+                                         calibration, metadata={"selection": selection})
+        client.set_tag(run_id, "model_uri", info.model_uri)
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return client.get_run(run_id)
 
 
 def candidates_table(candidates: list[Candidate], metric: str) -> pd.DataFrame:
@@ -682,6 +815,7 @@ def retrain(cfg: DictConfig) -> dict:
     run ids. Raises :class:`RetrainBusy` when another retrain of the name runs, and the data
     layer's error when the data is bad."""
     check_metric(cfg.metric)
+    ensemble_settings(cfg)
     if cfg.get("max_minutes") is not None and not float(cfg.max_minutes) > 0:
         raise ConfigError(f"max_minutes={cfg.max_minutes} must be a positive number of minutes. Fix: e.g. "
                           "max_minutes=60, or max_minutes=null for no budget.")
@@ -699,6 +833,7 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
     params = {"name": cfg.name, "source": str(cfg.source), "warm_start": cfg.warm_start, "eval_windows": cfg.eval_windows,
               "metric": cfg.metric, "min_improvement": cfg.min_improvement, "force": cfg.force,
               **({"candidates": " | ".join(map(str, cfg.candidates))} if cfg.get("candidates") else {}),
+              **({"ensemble": ensemble.label(ensemble_settings(cfg))} if ensemble_settings(cfg) else {}),
               **({"max_minutes": minutes} if minutes is not None else {})}
     record = RetrainRun(client, cfg.experiment_name, cfg.name, params)
     lineage: dict = {"source": str(cfg.source)}
@@ -732,6 +867,9 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
                      "windows from %s%s", cfg.name, len(cfg.candidates), f"{cutoffs[0]:,}", table.dates[cutoffs[0] - 1],
                      len(cutoffs), table.dates[cutoffs[0]], f"; budget {minutes} min" if minutes is not None else "")
             candidates, windows, champion_pred, champion_scores = compete(cfg, client, record, prep, folder, deadline)
+            combined = ensemble_settings(cfg)
+            if combined and ensemble_contender(cfg, client, record, prep, candidates, windows, combined) is not None:
+                rank(candidates, cfg.metric)
             log_candidates(client, record, prep, candidates, windows, champion_pred, cfg.metric)
             ranked = sorted((c for c in candidates if c.rank), key=lambda c: c.rank)
             record.tag(candidates_ranking=",".join(c.label for c in ranked) or "none",
