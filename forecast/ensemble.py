@@ -226,11 +226,14 @@ class EnsembleModel(serving.ForecastModel):
         return np.stack([m.forecast(dates[-m.spec.seq_len:], values[-m.spec.seq_len:])[outputs].to_numpy(np.float64)
                          for m in self.members])
 
-    def forecast(self, dates: pd.DatetimeIndex, values: np.ndarray) -> pd.DataFrame:
+    def forecast_with_quantiles(self, dates: pd.DatetimeIndex, values: np.ndarray) -> tuple[pd.DataFrame, None]:
+        """The combined forecast (the members' points; an ensemble's intervals are conformal on its
+        own errors, so it has no quantile forecasts): what :meth:`ForecastModel.forecast` and
+        ``forecast_table`` call."""
         pred = combine(self.member_forecasts(dates, values), self.weights, self.method)
         result = pd.DataFrame(pred, columns=self.spec.outputs)
         result.insert(0, self.spec.date_col, self.spec.future_dates(dates[-1]).as_unit("ns"))
-        return result
+        return result, None
 
 
 SHARED_SPEC = ("columns", "date_col", "freq", "features", "pred_len", "c_out", "fill")
