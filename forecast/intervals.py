@@ -129,12 +129,6 @@ def has_native(network) -> bool:
     return type(network).native_intervals is not Network.native_intervals
 
 
-def column_names(outputs: Iterable[str], levels: Iterable[int]) -> list[str]:
-    """``<channel>-lo-<level>``, ``<channel>-hi-<level>`` for each channel and level (levels
-    ascending: the widest band's columns last)."""
-    return [f"{name}-{side}-{level}" for name in outputs for level in levels for side in ("lo", "hi")]
-
-
 # ------------------------------------------------------------------ the finite-sample quantile
 def rank(n: int, p: float) -> int:
     """``⌈(n + 1)·p⌉``: the rank (1-based) of the finite-sample conformal ``p``-quantile of
@@ -490,13 +484,6 @@ def interval_metrics(actual: np.ndarray, bands: dict[int, tuple[np.ndarray, np.n
     if quantiles:
         out["wql"] = wql(actual, quantiles)
     return out
-
-
-def per_step_metrics(actual: np.ndarray, bands: dict, scale=None, quantiles: dict | None = None) -> list[dict[str, float]]:
-    """:func:`interval_metrics` of each horizon step over every window (step 1 first)."""
-    h = actual.shape[1]
-    return [interval_metrics(actual[:, [s]], {k: (lo[:, [s]], hi[:, [s]]) for k, (lo, hi) in bands.items()}, scale,
-                             {t: q[:, [s]] for t, q in quantiles.items()} if quantiles else None) for s in range(h)]
 
 
 def evaluate(calibration: Calibration, pred: np.ndarray, actual: np.ndarray, scale=None,
