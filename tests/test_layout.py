@@ -29,3 +29,19 @@ def test_benchmarks_readme_is_rendered_from_its_sources(tmp_path):
         shutil.copy(REPO / "benchmarks" / name, tmp_path / name)
     assert render_readme(tmp_path).read_text() == (REPO / "benchmarks" / "README.md").read_text(), \
         "benchmarks/README.md is stale: run `python scripts/benchmark.py mode=render`"
+
+
+def test_the_reproduction_summary_counts_the_pages_own_rows():
+    """docs/reproduction.md's summary equals the count of its rows' statuses: a row edited
+    without `python scripts/reproduction_summary.py --write` fails here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduction_summary", REPO / "scripts" / "reproduction_summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    page = (REPO / "docs" / "reproduction.md").read_text()
+    assert summary.current(page) == summary.table(page), "run `python scripts/reproduction_summary.py --write`"
+    assert summary.status("| ETTh1 | 96 -> 96 | 0.449 | 0.449 | – | **within 5 %** |") == "within"
+    assert summary.status("| x | y | 1 | 2 | – | **off by more than 5 %**: open; within 5 % on the other protocol |") \
+        == "outside"
+    assert sum(c["cells"] for c in summary.counts(page).values()) == 104  # every published cell has a row
