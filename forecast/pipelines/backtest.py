@@ -552,6 +552,15 @@ class ModelResult:
     weights: list = field(default_factory=list)     # an ensemble's, per refit group (ensemble_result)
 
 
+def fill_intervals(bands: dict, quantiles: dict, span: slice, calibration, pred: np.ndarray, levels) -> None:
+    """Write ``calibration``'s bands of ``levels`` and its wQL quantiles around ``pred`` (the
+    windows ``span`` of a refit group) into the ``[W, H, C]`` arrays of ``bands`` and ``quantiles``."""
+    for level, (lo, hi) in calibration.bands(pred, levels).items():
+        bands[level][0][span], bands[level][1][span] = lo, hi
+    for tau in quantiles:
+        quantiles[tau][span] = calibration.quantile(pred, tau)
+
+
 def backtest_model(entry: Entry, plan: Plan, parent: str | None) -> ModelResult:
     """Every refit of one model (skipping those a resumed run finished), its scores, table and
     figures logged to its backtest run."""
@@ -604,11 +613,8 @@ def backtest_model(entry: Entry, plan: Plan, parent: str | None) -> ModelResult:
                 if settings and result.calibration is None:
                     raise DataError(f"{label}: refit {index} of the resumed backtest has no interval calibration "
                                     "(logged before intervals were on). Fix: resume=false.")
-                for level, (lo, hi) in (result.calibration.bands(result.pred, settings["levels"]).items()
-                                        if settings else ()):
-                    bands[level][0][span], bands[level][1][span] = lo, hi
-                for tau in quantiles:
-                    quantiles[tau][span] = result.calibration.quantile(result.pred, tau)
+                if settings:
+                    fill_intervals(bands, quantiles, span, result.calibration, result.pred, settings["levels"])
                 weights = result.weights or weights
                 validation.append(result.validation)
                 position += len(group)
@@ -659,10 +665,7 @@ def ensemble_result(plan: Plan, results: list[ModelResult], settings: dict, inte
         weights, calibration = ensemble.fit(settings["method"], val, actual, settings["top_k"], scale, interval)
         pred[span] = ensemble.combine(np.stack([r.pred[span] for r in results]), weights, settings["method"])
         if calibration is not None:
-            for level, (lo, hi) in calibration.bands(pred[span], interval["levels"]).items():
-                bands[level][0][span], bands[level][1][span] = lo, hi
-            for tau in quantiles:
-                quantiles[tau][span] = calibration.quantile(pred[span], tau)
+            fill_intervals(bands, quantiles, span, calibration, pred[span], interval["levels"])
         mse = ensemble.selection_mse(val, actual, scale)
         chosen.append({"cutoff": str(plan.dates[group[0] - 1]), "weights": dict(zip(members, weights.round(6).tolist())),
                        "mse": dict(zip(members, mse.round(6).tolist()))})
