@@ -164,10 +164,12 @@ def calibrate(settings: dict, module: ForecastModule, datamodule: ForecastDataMo
     (which training only used for early stopping, never for gradients or estimation); with
     ``calibration: backtest`` (and the run's ``cfg``), on a rolling-origin backtest before the
     test split instead (:func:`backtest_calibration`). ``forecasts``: the validation windows'
-    ``(pred, actual)`` when already made (:func:`split_forecasts`). ``cqr``: the CQR scores of
-    its quantile forecasts of the validation windows (:func:`forecast.intervals.calibrate_quantiles`)."""
+    ``(pred, actual)`` when already made (:func:`split_forecasts`; for ``cqr`` the quantile
+    forecasts). ``cqr``: the CQR scores of its quantile forecasts of the validation windows
+    (:func:`forecast.intervals.calibrate_quantiles`)."""
     if settings["method"] == intervals.CQR:
-        quantile_forecasts, actual = split_forecasts(module, datamodule, "val", quantile=True)
+        quantile_forecasts, actual = forecasts if forecasts is not None else \
+            split_forecasts(module, datamodule, "val", quantile=True)
         calibration = intervals.calibrate_quantiles(quantile_forecasts, actual, module.quantile_grid, settings["levels"],
                                                     settings["calibration"])
         log.info("intervals: cqr calibrated on %d validation windows (per horizon step and channel), levels %s",
@@ -265,9 +267,11 @@ def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDa
         scores = intervals.interval_metrics(actual, bands, datamodule.mase_scale, quantiles)
         scores["windows"] = float(len(pred))
         return {f"test/{k}": v for k, v in scores.items()}
+    if settings["method"] == intervals.CQR:  # the validation windows' quantile forecasts: calibration and its error
+        validation = split_forecasts(module, datamodule, "val", quantile=True)
+        module.calibration = calibrate(settings, module, datamodule, cfg, forecasts=validation)
+        return {f"test/{k}": v for k, v in cqr_scores(module, datamodule, validation).items()}
     module.calibration = calibrate(settings, module, datamodule, cfg)
-    if settings["method"] == intervals.CQR:
-        return {f"test/{k}": v for k, v in cqr_scores(module, datamodule).items()}
     if module.test_outputs and trainer.world_size == 1:
         pred = unscaled(datamodule, torch.cat([p for p, _ in module.test_outputs]))
         actual = unscaled(datamodule, torch.cat([t for _, t in module.test_outputs]))
@@ -283,12 +287,12 @@ def interval_step(settings: dict, module: ForecastModule, datamodule: ForecastDa
     return {f"test/{k}": v for k, v in scores.items()}
 
 
-def cqr_scores(module: ForecastModule, datamodule: ForecastDataModule) -> dict[str, float]:
+def cqr_scores(module: ForecastModule, datamodule: ForecastDataModule, validation: tuple) -> dict[str, float]:
     """The interval metrics of the CQR bands on every test window and the calibration windows'
     median error (``calibration_mae_orig``). ``wql`` is over the grid 0.1 … 0.9 of every other
     method (the conformalised bounds of the levels 20 … 80), so runs compare; a model trained
     on a grid without those quantiles (``module.quantiles``) logs ``wql_trained`` instead, over
-    its bands' own bounds."""
+    its bands' own bounds. ``validation``: the calibration windows' ``(quantile forecasts, actual)``."""
     module.test_outputs = []
     calibration = module.calibration
     forecasts, actual = split_forecasts(module, datamodule, "test", quantile=True)
@@ -299,7 +303,7 @@ def cqr_scores(module: ForecastModule, datamodule: ForecastDataModule) -> dict[s
         scores["wql"] = intervals.wql(actual, {tau: calibration.quantile(forecasts, tau) for tau in intervals.WQL_QUANTILES})
     else:
         scores["wql_trained"] = intervals.wql(actual, intervals.band_quantiles(pred, bands))
-    val_forecasts, val_actual = split_forecasts(module, datamodule, "val", quantile=True)
+    val_forecasts, val_actual = validation
     scores.update(windows=float(len(pred)), calibration_windows=float(calibration.n),
                   calibration_mae_orig=float(np.abs(val_actual - calibration.point(val_forecasts)).mean()))
     return scores
