@@ -249,6 +249,7 @@ class PeerConfig:
     """``peer:`` of ``conf/benchmark.yaml``: the reference of ``mode=peer``."""
 
     tslib: Optional[str] = None        # path of a Time-Series-Library checkout
+    revision: Optional[str] = None     # or: this repository at a git revision (before / after a change)
     python: Optional[str] = None       # the interpreter of its environment (null: this one)
     commit: str = ""                   # the commit the pairs were written for (recorded where the checkout is no git clone)
     root_path: Optional[str] = None    # folder of the ETT files for the reference (null: data/ETT-small of this repository)

@@ -162,3 +162,47 @@ def test_a_peer_run_writes_one_row_per_model_from_the_two_processes(tmp_path, mo
         "autoformer", "2", "1.1", "2.1", "1.91")
     assert row["reference"] == "TSLib 4e938a1 Autoformer"  # a copied snapshot: the pinned commit
     assert row["command"].startswith("python scripts/benchmark.py mode=peer \"models=[autoformer]\"")
+
+
+def test_peer_revision_times_our_code_at_that_commit_beside_the_working_tree(tmp_path, monkeypatch):
+    """``peer.revision``: the reference process runs the other revision's own benchmark script, from
+    a temporary worktree of that commit with its package first on the path; the worktree is gone
+    afterwards; the row names the commit."""
+    real_run = subprocess.run
+    head = real_run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    calls = []
+    times = {"ours": iter([1.0, 1.0]), "ref": iter([1.5, 1.7])}
+
+    def fake_run(command, cwd=None, env=None, capture_output=False, text=False, **kw):
+        if command[0] == "git":
+            return real_run(command, cwd=cwd, env=env, capture_output=capture_output, text=text, **kw)
+        side = "ours" if Path(cwd) == REPO else "ref"
+        calls.append((side, Path(cwd), Path(command[1]), env["PYTHONPATH"].split(":")[0], env["OMP_NUM_THREADS"]))
+        assert (Path(cwd) / "scripts" / "benchmark.py").exists() and (Path(cwd) / "forecast").is_dir()
+        spec = json.loads(command[3])
+        assert spec["overrides"][:1] == ["experiment=karma_etth1_96"]  # the paper configuration on both sides
+        result = _ours(next(times[side]), model="karma")
+        return subprocess.CompletedProcess(command, 0, stdout=json.dumps(result) + "\n", stderr="")
+
+    monkeypatch.setattr(peer.subprocess, "run", fake_run)
+    speed_csv = tmp_path / "speed.csv"
+    cfg = _benchmark(["mode=peer", "models=[karma]", "peer.revision=HEAD", f"speed_csv={speed_csv}", "render=false"])
+    assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 0
+    assert [c[0] for c in calls] == ["ours", "ref", "ref", "ours"]
+    ours, ref = calls[0], calls[1]
+    assert ours[2] == REPO / "scripts" / "benchmark.py" and ours[3] == str(REPO)
+    assert ref[1] != REPO and ref[2] == ref[1] / "scripts" / "benchmark.py" and ref[3] == str(ref[1])
+    assert not ref[1].exists()  # the temporary worktree is removed
+    (row,) = records.read_csv(speed_csv)
+    assert (row["reference"], row["reference_s_per_iter"], row["s_per_iter"], row["speedup"]) == (
+        f"forecast {head[:7]}", "1.6", "1", "1.60")
+    assert f"peer.revision={head[:7]}" in row["command"]  # the commit, not a name that moves on
+    worktrees = real_run(["git", "-C", str(REPO), "worktree", "list"], capture_output=True, text=True).stdout
+    assert str(ref[1]) not in worktrees
+
+
+def test_a_revision_that_names_no_commit_is_a_one_line_fix(tmp_path):
+    cfg = _benchmark(["mode=peer", "models=[karma]", "peer.revision=no-such-branch-xyz", f"speed_csv={tmp_path / 's.csv'}"])
+    with pytest.raises(ConfigError, match="peer.revision=no-such-branch-xyz: not a commit"):
+        benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO)
+    assert not (tmp_path / "s.csv").exists()

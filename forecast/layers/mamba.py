@@ -35,15 +35,22 @@ BACKENDS = ("auto", "cuda", "torch")
 
 
 class _SelectiveScan(torch.autograd.Function):
-    """Chunked selective scan with a hand-written backward pass (see :func:`selective_scan`)."""
+    """Chunked selective scan with a hand-written backward pass (see :func:`selective_scan`).
+
+    States are laid out ``[time, batch, N, E]``: the channel axis ``E`` (hundreds) is the
+    contiguous one and the state axis ``N`` (2-16) sits outside it, so every element-wise
+    step and every reduction over ``N`` runs along long contiguous rows. With ``N`` innermost
+    (``[..., E, N]``, the layout of the recurrence as written) each broadcast works on rows of
+    2-16 floats and the products with ``B``/``C`` become batched matrix products with an inner
+    size of ``N``; that layout took twice as long, forward and backward (``benchmarks/notes.md``)."""
 
     @staticmethod
-    def _chunk(x, delta, A, B, start, stop, state):
-        """Decays, drives and states ``[c, b, E, N]`` of time steps ``start:stop`` (time-major
-        inputs), from the state before ``start``."""
-        step = delta[start:stop]
-        decay = torch.exp(step.unsqueeze(-1) * A)
-        drive = (step * x[start:stop]).unsqueeze(-1) * B[start:stop].unsqueeze(2)
+    def _chunk(x, delta, A_t, B, start, stop, state):
+        """Decays, drives and states ``[c, b, N, E]`` of time steps ``start:stop`` (time-major
+        inputs, ``A_t = A.T``), from the state before ``start``."""
+        step = delta[start:stop].unsqueeze(2)  # [c, b, 1, E]
+        decay = torch.exp(step * A_t)
+        drive = (step * x[start:stop].unsqueeze(2)) * B[start:stop].unsqueeze(-1)
         states = torch.empty_like(drive)
         h = state
         for i in range(stop - start):  # one fused multiply-add per step
@@ -53,50 +60,50 @@ class _SelectiveScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, delta, A, B, C, chunk_size):
         x, delta, B, C = (t.transpose(0, 1) for t in (x, delta, B, C))  # time-major views
+        A_t = A.t().contiguous()  # [N, E]
         length, batch, channels = x.shape
-        state = x.new_zeros(batch, channels, A.shape[-1])
+        state = x.new_zeros(batch, A.shape[-1], channels)
         y = x.new_empty(length, batch, channels)
         boundaries = []
         for start in range(0, length, chunk_size):
             stop = min(start + chunk_size, length)
             boundaries.append(state)
-            _, states = _SelectiveScan._chunk(x, delta, A, B, start, stop, state)
-            y[start:stop] = (states @ C[start:stop].unsqueeze(-1)).squeeze(-1)
+            _, states = _SelectiveScan._chunk(x, delta, A_t, B, start, stop, state)
+            torch.sum(states * C[start:stop].unsqueeze(-1), 2, out=y[start:stop])  # y_t = C_t · h_t
             state = states[-1]
         ctx.chunk_size = chunk_size
-        ctx.save_for_backward(x, delta, A, B, C, torch.stack(boundaries))
+        ctx.save_for_backward(x, delta, A_t, B, C, torch.stack(boundaries))
         return y.transpose(0, 1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
-        x, delta, A, B, C, boundaries = ctx.saved_tensors
+        x, delta, A_t, B, C, boundaries = ctx.saved_tensors
         grad_y = grad_y.transpose(0, 1)
         length = x.shape[0]
         grads = {name: torch.empty_like(t) for name, t in (("x", x), ("delta", delta), ("B", B), ("C", C))}
-        grad_A = torch.zeros_like(A)
+        grad_A_t = torch.zeros_like(A_t)
         carry = torch.zeros_like(boundaries[0])  # dL/dh at the end of the chunk, from later steps
         starts = list(range(0, length, ctx.chunk_size))
         for index in reversed(range(len(starts))):
             start, stop = starts[index], min(starts[index] + ctx.chunk_size, length)
-            decay, states = _SelectiveScan._chunk(x, delta, A, B, start, stop, boundaries[index])
-            g_y, c_t = grad_y[start:stop], C[start:stop]
-            direct = g_y.unsqueeze(-1) * c_t.unsqueeze(2)  # dL/dh_t through y_t
-            g = torch.empty_like(direct)  # dL/dh_t in total: the adjoint recurrence, backwards in time
-            torch.add(direct[-1], carry, out=g[-1])
+            decay, states = _SelectiveScan._chunk(x, delta, A_t, B, start, stop, boundaries[index])
+            g_y = grad_y[start:stop].unsqueeze(2)  # [c, b, 1, E]
+            g = g_y * C[start:stop].unsqueeze(-1)  # dL/dh_t through y_t, then in total: the adjoint
+            g[-1] += carry                         # recurrence, backwards in time
             for i in range(stop - start - 2, -1, -1):
-                torch.addcmul(direct[i], decay[i + 1], g[i + 1], out=g[i])
+                g[i].addcmul_(decay[i + 1], g[i + 1])
             carry = decay[0] * g[0]
             previous = torch.cat([boundaries[index].unsqueeze(0), states[:-1]])
             exponent = g * previous * decay  # dL/d(Δ_t A)
             step, x_t = delta[start:stop], x[start:stop]
-            grad_A += torch.einsum("tben,tbe->en", exponent, step)
-            drive = (g @ B[start:stop].unsqueeze(-1)).squeeze(-1)  # dL/d(Δ_t x_t)
-            grads["delta"][start:stop] = (exponent * A).sum(-1) + drive * x_t
-            grads["x"][start:stop] = drive * step
-            grads["B"][start:stop] = ((step * x_t).unsqueeze(-2) @ g).squeeze(-2)
-            grads["C"][start:stop] = (g_y.unsqueeze(-2) @ states).squeeze(-2)
-        return (grads["x"].transpose(0, 1), grads["delta"].transpose(0, 1), grad_A,
+            grad_A_t += (exponent * step.unsqueeze(2)).sum((0, 1))
+            drive = (g * B[start:stop].unsqueeze(-1)).sum(2)  # dL/d(Δ_t x_t)
+            torch.add((exponent * A_t).sum(2), drive * x_t, out=grads["delta"][start:stop])
+            torch.mul(drive, step, out=grads["x"][start:stop])
+            torch.sum(g * (step * x_t).unsqueeze(2), -1, out=grads["B"][start:stop])
+            torch.sum(g_y * states, -1, out=grads["C"][start:stop])
+        return (grads["x"].transpose(0, 1), grads["delta"].transpose(0, 1), grad_A_t.t(),
                 grads["B"].transpose(0, 1), grads["C"].transpose(0, 1), None)
 
 

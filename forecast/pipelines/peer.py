@@ -10,7 +10,8 @@ rounds of each side's mean seconds per full-batch step), their ratio (``speedup`
 seconds / ours), the per-round figures and loads (``notes``), the threads and the loads before the
 first and after the last measurement.
 
-The reference is Time-Series-Library (thuml/Time-Series-Library, "TSLib"), given as the path of
+The reference is this repository at another git revision (``peer.revision``: our own code before
+a change, in a temporary worktree, each cell at its paper configuration), or Time-Series-Library (thuml/Time-Series-Library, "TSLib"), given as the path of
 a checkout (``peer.tslib``) and the interpreter of its environment (``peer.python``); its step is
 timed by ``scripts/peers/tslib_step.py`` from TSLib's own experiment class, arguments and
 parser. Ours is timed by :func:`forecast.pipelines.benchmark.measure_speed` (the real Trainer
@@ -24,8 +25,11 @@ import datetime as dt
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -158,12 +162,38 @@ def our_overrides(cfg, cell: list[str]) -> list[str]:
             *map(str, cfg.overrides)]
 
 
+@contextmanager
+def revision_checkout(repo: Path, revision: str):
+    """``(folder, commit)``: a temporary detached worktree of ``repo`` at ``revision``, removed
+    afterwards; a :class:`ConfigError` when ``revision`` names no commit."""
+    proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"],
+                          capture_output=True, text=True)
+    if proc.returncode or not proc.stdout.strip():
+        raise ConfigError(f"peer.revision={revision}: not a commit of {repo}. Fix: a branch, tag or commit of this "
+                          "repository, e.g. peer.revision=main or peer.revision=HEAD~1.")
+    commit = proc.stdout.strip()
+    parent = Path(tempfile.mkdtemp(prefix="forecast-revision-"))
+    folder = parent / commit[:7]
+    try:
+        proc = subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", str(folder), commit],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"git worktree add {commit[:7]} failed: {proc.stderr.strip()}")
+        yield folder, commit
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(folder)], capture_output=True, text=True)
+        shutil.rmtree(parent, ignore_errors=True)
+
+
 def check(cfg, cells: list[tuple[str, str, int]]) -> tuple[Path, str]:
     """The checkout and its interpreter, or a :class:`ConfigError` that says what to set."""
+    if cfg.peer.get("revision") and cfg.peer.tslib:
+        raise ConfigError("peer.revision and peer.tslib both set: a comparison has one reference. Fix: drop one.")
     if not cfg.peer.tslib:
         raise ConfigError("mode=peer needs the path of a Time-Series-Library checkout. Fix: peer.tslib=<path> "
                           f"(git clone https://github.com/thuml/Time-Series-Library; git checkout {cfg.peer.commit}) "
-                          "and peer.python=<the python of its environment>.")
+                          "and peer.python=<the python of its environment>; or peer.revision=<a git revision of this "
+                          "repository> to time our own code before a change.")
     from forecast.pipelines.benchmark import to_absolute
 
     tslib = Path(to_absolute(str(cfg.peer.tslib)))
@@ -195,14 +225,17 @@ def _last_json(proc: subprocess.CompletedProcess, what: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def peer_command(cfg, model: str, dataset: str, horizon: int) -> str:
-    """The command that measures this one comparison again, with the settings this run was given."""
+def peer_command(cfg, model: str, dataset: str, horizon: int, revision: str | None = None) -> str:
+    """The command that measures this one comparison again, with the settings this run was given
+    (``revision``: the commit the reference was, in place of a branch name that moves on)."""
     from hydra.core.hydra_config import HydraConfig
 
     from forecast.pipelines.benchmark import _NOT_IN_COMMAND
 
     given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    kept = [o for o in given if o.lstrip("+~").split("=", 1)[0] not in (*_NOT_IN_COMMAND, "overrides")]
+    kept = [o for o in given if o.lstrip("+~").split("=", 1)[0] not in (*_NOT_IN_COMMAND, "overrides", "peer.revision")]
+    if revision:
+        kept.append(f"peer.revision={revision}")
     train = ["--", *map(str, cfg.overrides)] if cfg.overrides else []
     return tracking.shell_join(["python", "scripts/benchmark.py", "mode=peer", f"models=[{model}]", f"datasets=[{dataset}]",
                                 f"horizons=[{horizon}]", *kept, *train])
@@ -210,29 +243,53 @@ def peer_command(cfg, model: str, dataset: str, horizon: int) -> str:
 
 def run(cfg, script: Path, repo: Path, cells: list[tuple[str, str, int]], speed_csv: Path) -> int:
     """Compare every cell with the reference; append one row per cell; returns the failed cells."""
+    if cfg.peer.get("revision"):
+        if cfg.peer.tslib:
+            check(cfg, cells)
+        with revision_checkout(repo, str(cfg.peer.revision)) as (checkout, commit):
+            print(f"reference: this repository at {commit[:7]} ({cfg.peer.revision}), in {checkout}", flush=True)
+            return _run(cfg, script, repo, cells, speed_csv, revision=(checkout, commit))
+    return _run(cfg, script, repo, cells, speed_csv)
+
+
+def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[Path, str] | None = None) -> int:
     from forecast.pipelines.benchmark import cell_overrides
 
-    tslib, python = check(cfg, cells)
-    commit = commit_of(tslib, str(cfg.peer.commit))
-    if commit != str(cfg.peer.commit):
-        print(f"warning: {tslib} is at {commit}, not the pinned {cfg.peer.commit} that peer.pairs follow", file=sys.stderr)
-    root_path = str(Path(cfg.peer.root_path) if cfg.peer.root_path else repo / "data" / "ETT-small") + "/"
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
-    reference_env = {**env, "PYTHONDONTWRITEBYTECODE": "1"}  # leave the checkout as it is
+    if revision:
+        checkout, commit = revision
+        env["PYTHONPATH"] = os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])
+        # the other revision imports its own package, not the installed one
+        reference_env = {**env, "PYTHONPATH": os.pathsep.join([str(checkout), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    else:
+        tslib, python = check(cfg, cells)
+        commit = commit_of(tslib, str(cfg.peer.commit))
+        if commit != str(cfg.peer.commit):
+            print(f"warning: {tslib} is at {commit}, not the pinned {cfg.peer.commit} that peer.pairs follow", file=sys.stderr)
+        root_path = str(Path(cfg.peer.root_path) if cfg.peer.root_path else repo / "data" / "ETT-small") + "/"
+        reference_env = {**env, "PYTHONDONTWRITEBYTECODE": "1"}  # leave the checkout as it is
     failed = 0
     for model, dataset, horizon in cells:
-        overrides = our_overrides(cfg, cell_overrides(model, dataset, horizon, repo / "conf"))
+        if revision:  # the same paper configuration on both sides, as mode=speed
+            overrides = [*cell_overrides(model, dataset, horizon, repo / "conf"), *map(str, cfg.overrides)]
+        else:
+            overrides = our_overrides(cfg, cell_overrides(model, dataset, horizon, repo / "conf"))
         spec = {"overrides": overrides, "threads": cfg.threads, "warmup": cfg.warmup, "iters": cfg.iters}
         ours = [sys.executable, str(script), "--measure", json.dumps(spec)]
-        reference = [python, str(repo / "scripts" / "peers" / "tslib_step.py"), str(cfg.threads), str(cfg.warmup),
-                     str(cfg.iters), *tslib_arguments(cfg, model, dataset, horizon, root_path)]
+        if revision:
+            where = checkout
+            reference = [sys.executable, str(checkout / "scripts" / "benchmark.py"), "--measure", json.dumps(spec)]
+        else:
+            where = tslib
+            reference = [python, str(repo / "scripts" / "peers" / "tslib_step.py"), str(cfg.threads), str(cfg.warmup),
+                         str(cfg.iters), *tslib_arguments(cfg, model, dataset, horizon, root_path)]
         print(f"[{model} {dataset} {horizon}] {cfg.peer.rounds} interleaved rounds, {cfg.threads} thread(s)\n"
-              f"  ours: {' '.join(overrides)}\n  reference (in {tslib}): {shlex.join(reference[1:])}", flush=True)
+              f"  ours: {' '.join(overrides)}\n  reference (in {where}): {shlex.join(reference[1:])}", flush=True)
         if cfg.dry_run:
             continue
         measure = {
             OURS: lambda: _last_json(subprocess.run(ours, cwd=repo, env=env, capture_output=True, text=True), "ours"),
-            REFERENCE: lambda: _last_json(subprocess.run(reference, cwd=tslib, env=reference_env, capture_output=True,
+            REFERENCE: lambda: _last_json(subprocess.run(reference, cwd=where, env=reference_env, capture_output=True,
                                                          text=True), "the reference"),
         }
         try:
@@ -244,9 +301,9 @@ def run(cfg, script: Path, repo: Path, cells: list[tuple[str, str, int]], speed_
         if "skipped" in comparison.side(OURS)[0].result:
             print(f"  skipped: {comparison.side(OURS)[0].result['skipped']}", flush=True)
             continue
-        pair = cfg.peer.pairs[model]
-        row = comparison_row(comparison, f"TSLib {commit[:7]} {pair.model}", peer_command(cfg, model, dataset, horizon),
-                             dt.date.today().isoformat())
+        label = f"forecast {commit[:7]}" if revision else f"TSLib {commit[:7]} {cfg.peer.pairs[model].model}"
+        command = peer_command(cfg, model, dataset, horizon, commit[:7] if revision else None)
+        row = comparison_row(comparison, label, command, dt.date.today().isoformat())
         row["model"] = model
         append_speed_row(speed_csv, row)
         print(f"  ours {row['s_per_iter']} s/iter, reference {row['reference_s_per_iter']} s/iter: {row['speedup']}x "
