@@ -158,3 +158,16 @@ def test_cpu_dropout_drops_at_rate_p_and_keeps_the_expectation():
     out.sum().backward()
     torch.testing.assert_close(x.grad, (out != 0).float() / 0.95)
     assert torch.equal(layer.eval()(x), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_dropout_keeps_the_dtype_and_scales_kept_values_exactly(dtype):
+    """fp32 applies the mask by a multiply, other dtypes by ``where``: either way a kept value is
+    ``x * (1 / (1 - p))`` rounded once in the input's dtype, and a dropped one is 0."""
+    torch.manual_seed(3)
+    x = torch.randn(50_000).to(dtype)
+    out = Dropout(0.05).train()(x)
+    assert out.dtype == dtype
+    kept = out != 0
+    assert 0.94 < kept.float().mean().item() < 0.96
+    torch.testing.assert_close(out[kept], x[kept] * (1.0 / 0.95), rtol=0, atol=0)
