@@ -45,3 +45,25 @@ def test_the_reproduction_summary_counts_the_pages_own_rows():
     assert summary.status("| x | y | 1 | 2 | – | **off by more than 5 %**: open; within 5 % on the other protocol |") \
         == "outside"
     assert sum(c["cells"] for c in summary.counts(page).values()) == 104  # every published cell has a row
+
+
+def test_the_reproduction_rows_report_what_accuracy_csv_records():
+    """Every measured cell of docs/reproduction.md (its mean, Δ, seeds and range) equals what the
+    live fp32 every-window rows of benchmarks/accuracy.csv give; a value edited by hand that the
+    records do not back, or a new run the page does not count, fails here."""
+    import importlib.util
+
+    from forecast.records import read_csv
+
+    spec = importlib.util.spec_from_file_location("reproduction_summary", REPO / "scripts" / "reproduction_summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    page = (REPO / "docs" / "reproduction.md").read_text()
+    accuracy = read_csv(REPO / "benchmarks" / "accuracy.csv")
+    assert summary.check(page, accuracy) == [], "run `python scripts/reproduction_summary.py --check`"
+    # the check can fail: a row with the wrong mean, and a run the page does not count
+    wrong = page.replace("| 0.386 | 0.385 (-0.2 %; 3 seeds, 0.382-0.389) |", "| 0.386 | 0.395 (+2.3 %; 3 seeds, 0.382-0.389) |")
+    assert wrong != page and any("DLinear ETTh1 96 -> 96" in w and "mean 0.3853" in w for w in summary.check(wrong, accuracy))
+    extra = [*accuracy, {**next(r for r in accuracy if r["model"] == "karma" and r["dataset"] == "etth1"
+                                and r["pred_len"] == "720"), "seed": "2099", "mse": "0.9"}]
+    assert any("KARMA ETTh1 96 -> 720" in w and "seeds [2021, 2099]" in w for w in summary.check(page, extra))
