@@ -162,8 +162,8 @@ def test_cpu_dropout_drops_at_rate_p_and_keeps_the_expectation():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cpu_dropout_keeps_the_dtype_and_scales_kept_values_exactly(dtype):
-    """fp32 applies the mask by a multiply, other dtypes by ``where``: either way a kept value is
-    ``x * (1 / (1 - p))`` rounded once in the input's dtype, and a dropped one is 0."""
+    """A kept value is ``x * (1 / (1 - p))`` rounded once in the input's dtype (bf16 under
+    autocast as well as fp32), and a dropped one is 0."""
     torch.manual_seed(3)
     x = torch.randn(50_000).to(dtype)
     out = Dropout(0.05).train()(x)
