@@ -250,6 +250,7 @@ class PeerConfig:
 
     tslib: Optional[str] = None        # path of a Time-Series-Library checkout
     revision: Optional[str] = None     # or: this repository at a git revision (before / after a change)
+    reference_overrides: List[str] = field(default_factory=list)  # with revision: train.py overrides of the reference side only
     python: Optional[str] = None       # the interpreter of its environment (null: this one)
     commit: str = ""                   # the commit the pairs were written for (recorded where the checkout is no git clone)
     root_path: Optional[str] = None    # folder of the ETT files for the reference (null: data/ETT-small of this repository)

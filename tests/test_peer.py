@@ -206,3 +206,31 @@ def test_a_revision_that_names_no_commit_is_a_one_line_fix(tmp_path):
     with pytest.raises(ConfigError, match="peer.revision=no-such-branch-xyz: not a commit"):
         benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO)
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_reference_overrides_reach_the_reference_side_only(tmp_path, monkeypatch):
+    """``peer.revision=HEAD peer.reference_overrides=[trainer=cpu] -- trainer=cpu_fast``: the same
+    code on both sides, the preset on ours and fp32 on the reference; the row names both. Without
+    a revision the overrides are refused (TSLib takes none)."""
+    real_run = subprocess.run
+    specs = {}
+
+    def fake_run(command, cwd=None, env=None, capture_output=False, text=False, **kw):
+        if command[0] == "git":
+            return real_run(command, cwd=cwd, env=env, capture_output=capture_output, text=text, **kw)
+        side = "ours" if Path(cwd) == REPO else "ref"
+        specs[side] = json.loads(command[3])["overrides"]
+        return subprocess.CompletedProcess(command, 0, stdout=json.dumps(_ours(1.0, model="karma")) + "\n", stderr="")
+
+    monkeypatch.setattr(peer.subprocess, "run", fake_run)
+    speed_csv = tmp_path / "speed.csv"
+    cfg = _benchmark(["mode=peer", "models=[karma]", "peer.revision=HEAD", "peer.reference_overrides=['trainer=cpu']",
+                      "overrides=['trainer=cpu_fast']", f"speed_csv={speed_csv}", "render=false"])
+    assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 0
+    assert specs["ours"][-1] == "trainer=cpu_fast" and "trainer=cpu" not in specs["ours"]
+    assert specs["ref"][-2:] == ["trainer=cpu_fast", "trainer=cpu"]  # the reference's own override comes last
+    (row,) = records.read_csv(speed_csv)
+    assert row["reference"].endswith(" trainer=cpu") and row["reference"].startswith("forecast ")
+    bad = _benchmark(["mode=peer", "models=[karma]", f"peer.tslib={tmp_path}", "peer.reference_overrides=['trainer=cpu']"])
+    with pytest.raises(ConfigError, match="peer.reference_overrides"):
+        peer.check(bad, [("karma", "etth1", 96)])

@@ -189,6 +189,9 @@ def check(cfg, cells: list[tuple[str, str, int]]) -> tuple[Path, str]:
     """The checkout and its interpreter, or a :class:`ConfigError` that says what to set."""
     if cfg.peer.get("revision") and cfg.peer.tslib:
         raise ConfigError("peer.revision and peer.tslib both set: a comparison has one reference. Fix: drop one.")
+    if cfg.peer.get("reference_overrides") and not cfg.peer.get("revision"):
+        raise ConfigError("peer.reference_overrides are train.py overrides of our own code at peer.revision; TSLib "
+                          "takes none. Fix: set peer.revision=<commit> (HEAD: the same code), or drop them.")
     if not cfg.peer.tslib:
         raise ConfigError("mode=peer needs the path of a Time-Series-Library checkout. Fix: peer.tslib=<path> "
                           f"(git clone https://github.com/thuml/Time-Series-Library; git checkout {cfg.peer.commit}) "
@@ -245,7 +248,7 @@ def run(cfg, script: Path, repo: Path, cells: list[tuple[str, str, int]], speed_
     """Compare every cell with the reference; append one row per cell; returns the failed cells."""
     if cfg.peer.get("revision"):
         if cfg.peer.tslib:
-            check(cfg, cells)
+            check(cfg, cells)  # refuses two references
         with revision_checkout(repo, str(cfg.peer.revision)) as (checkout, commit):
             print(f"reference: this repository at {commit[:7]} ({cfg.peer.revision}), in {checkout}", flush=True)
             return _run(cfg, script, repo, cells, speed_csv, revision=(checkout, commit))
@@ -278,7 +281,8 @@ def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[
         ours = [sys.executable, str(script), "--measure", json.dumps(spec)]
         if revision:
             where = checkout
-            reference = [sys.executable, str(checkout / "scripts" / "benchmark.py"), "--measure", json.dumps(spec)]
+            theirs = {**spec, "overrides": [*overrides, *map(str, cfg.peer.get("reference_overrides") or [])]}
+            reference = [sys.executable, str(checkout / "scripts" / "benchmark.py"), "--measure", json.dumps(theirs)]
         else:
             where = tslib
             reference = [python, str(repo / "scripts" / "peers" / "tslib_step.py"), str(cfg.threads), str(cfg.warmup),
@@ -301,7 +305,10 @@ def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[
         if "skipped" in comparison.side(OURS)[0].result:
             print(f"  skipped: {comparison.side(OURS)[0].result['skipped']}", flush=True)
             continue
-        label = f"forecast {commit[:7]}" if revision else f"TSLib {commit[:7]} {cfg.peer.pairs[model].model}"
+        if revision:  # "forecast <commit>" and the reference's own overrides
+            label = " ".join([f"forecast {commit[:7]}", *map(str, cfg.peer.get("reference_overrides") or [])])
+        else:
+            label = f"TSLib {commit[:7]} {cfg.peer.pairs[model].model}"
         command = peer_command(cfg, model, dataset, horizon, commit[:7] if revision else None)
         row = comparison_row(comparison, label, command, dt.date.today().isoformat())
         row["model"] = model
