@@ -815,17 +815,18 @@ def retrain(cfg: DictConfig) -> dict:
     run ids. Raises :class:`RetrainBusy` when another retrain of the name runs, and the data
     layer's error when the data is bad."""
     check_metric(cfg.metric)
-    ensemble_settings(cfg)
+    combined = ensemble_settings(cfg)  # refused settings fail here, before the lock and any training
     if cfg.get("max_minutes") is not None and not float(cfg.max_minutes) > 0:
         raise ConfigError(f"max_minutes={cfg.max_minutes} must be a positive number of minutes. Fix: e.g. "
                           "max_minutes=60, or max_minutes=null for no budget.")
     client = tracking.client(cfg.tracking_uri)
     work = Path(cfg.work_dir)
     with retrain_lock(work / "retrain.lock", cfg.name):
-        return _retrain(cfg, client, work)
+        return _retrain(cfg, client, work, combined)
 
 
-def _retrain(cfg: DictConfig, client, work: Path) -> dict:
+def _retrain(cfg: DictConfig, client, work: Path, combined: dict) -> dict:
+    """:func:`retrain` under its lock; ``combined``: the checked ``ensemble:`` settings ({}: none)."""
     began = time.perf_counter()
     minutes = cfg.get("max_minutes")
     deadline = time.monotonic() + 60 * float(minutes) if minutes is not None else None
@@ -833,7 +834,7 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
     params = {"name": cfg.name, "source": str(cfg.source), "warm_start": cfg.warm_start, "eval_windows": cfg.eval_windows,
               "metric": cfg.metric, "min_improvement": cfg.min_improvement, "force": cfg.force,
               **({"candidates": " | ".join(map(str, cfg.candidates))} if cfg.get("candidates") else {}),
-              **({"ensemble": ensemble.label(ensemble_settings(cfg))} if ensemble_settings(cfg) else {}),
+              **({"ensemble": ensemble.label(combined)} if combined else {}),
               **({"max_minutes": minutes} if minutes is not None else {})}
     record = RetrainRun(client, cfg.experiment_name, cfg.name, params)
     lineage: dict = {"source": str(cfg.source)}
@@ -867,7 +868,6 @@ def _retrain(cfg: DictConfig, client, work: Path) -> dict:
                      "windows from %s%s", cfg.name, len(cfg.candidates), f"{cutoffs[0]:,}", table.dates[cutoffs[0] - 1],
                      len(cutoffs), table.dates[cutoffs[0]], f"; budget {minutes} min" if minutes is not None else "")
             candidates, windows, champion_pred, champion_scores = compete(cfg, client, record, prep, folder, deadline)
-            combined = ensemble_settings(cfg)
             if combined and ensemble_contender(cfg, client, record, prep, candidates, windows, combined) is not None:
                 rank(candidates, cfg.metric)
             log_candidates(client, record, prep, candidates, windows, champion_pred, cfg.metric)
