@@ -261,9 +261,12 @@ def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
     if revision:
         checkout, commit = revision
-        env["PYTHONPATH"] = os.pathsep.join([str(repo), *filter(None, [os.environ.get("PYTHONPATH")])])
-        # the other revision imports its own package, not the installed one
-        reference_env = {**env, "PYTHONPATH": os.pathsep.join([str(checkout), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+        def first_on_path(folder: Path) -> str:  # each side imports its own package, not the installed one
+            return os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+        env["PYTHONPATH"] = first_on_path(repo)
+        reference_env = {**env, "PYTHONPATH": first_on_path(checkout)}
     else:
         tslib, python = check(cfg, cells)
         commit = commit_of(tslib, str(cfg.peer.commit))
