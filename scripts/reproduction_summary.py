@@ -25,7 +25,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "reproduction.md"
 ACCURACY = REPO / "benchmarks" / "accuracy.csv"
-MODELS = ("Autoformer", "ETSformer", "D-PAD", "KARMA", "DLinear")
+# the page's model sections, in order, and their model names in accuracy.csv
+MODELS = {"Autoformer": "autoformer", "ETSformer": "etsformer", "D-PAD": "dpad", "KARMA": "karma", "DLinear": "dlinear"}
 HEADER = ("| model | published cells | measured | within 5 % | outside 5 % | training now or queued | not run |\n"
           "|---|---|---|---|---|---|---|")
 KEYS = ("cells", "measured", "within", "outside", "waiting", "not_run")
@@ -45,18 +46,24 @@ def status(row: str) -> str:
     raise ValueError(f"a row of {PAGE.name} has no status this script knows: {row[:80]}…")
 
 
-def counts(page: str) -> dict[str, dict[str, int]]:
-    """``{model: {cells, measured, within, outside, waiting, not_run}}`` from the model sections."""
+def model_rows(page: str) -> dict[str, list[str]]:
+    """``{model section: its table's rows}`` (the header and rule left out), in page order."""
     out = {}
     for section in re.split(r"\n## ", page)[1:]:
         name, _, body = section.partition("\n")
-        if name.strip() not in MODELS:
-            continue
-        rows = [line for line in body.splitlines()
-                if line.startswith("| ") and not line.startswith("| dataset") and not line.startswith("|---")]
+        if name.strip() in MODELS:
+            out[name.strip()] = [line for line in body.splitlines()
+                                 if line.startswith("| ") and not line.startswith("| dataset")]
+    return out
+
+
+def counts(page: str) -> dict[str, dict[str, int]]:
+    """``{model: {cells, measured, within, outside, waiting, not_run}}`` from the model sections."""
+    out = {}
+    for name, rows in model_rows(page).items():
         found = [status(row) for row in rows]
         c = {key: found.count(key) for key in ("within", "outside", "waiting", "not_run")}
-        out[name.strip()] = {"cells": len(rows), "measured": c["within"] + c["outside"], **c}
+        out[name] = {"cells": len(rows), "measured": c["within"] + c["outside"], **c}
     return out
 
 
@@ -76,7 +83,6 @@ def current(page: str) -> str:
     return page[start:end]
 
 
-MODEL_KEYS = {"Autoformer": "autoformer", "ETSformer": "etsformer", "D-PAD": "dpad", "KARMA": "karma", "DLinear": "dlinear"}
 VALUE = re.compile(r"^(?P<mse>\d+\.\d+) \((?P<delta>[+-]\d+\.\d) %; (?:seed (?P<seed>\d+)|(?P<n>\d+) seeds, "
                    r"(?P<lo>\d+\.\d+)-(?P<hi>\d+\.\d+))\)")
 
@@ -90,21 +96,17 @@ def check(page: str, accuracy: list[dict]) -> list[str]:
 
     runs = [r for r in live(accuracy) if r["precision"] == "32-true" and r["protocol"] == "every-window"]
     wrong = []
-    for section in re.split(r"\n## ", page)[1:]:
-        name, _, body = section.partition("\n")
-        if name.strip() not in MODELS:
-            continue
-        model = MODEL_KEYS[name.strip()]
-        for row in body.splitlines():
-            if not row.startswith("| ") or row.startswith("| dataset") or status(row) not in ("within", "outside"):
+    for name, rows in model_rows(page).items():
+        for row in rows:
+            if status(row) not in ("within", "outside"):
                 continue
             cells = [c.strip() for c in row.strip().strip("|").split(" | ")]
             dataset, window, published, value = cells[0].lower(), cells[1], float(cells[2]), cells[3]
             seq_len, pred_len = (int(x) for x in window.split(" -> "))
             found = VALUE.match(value)
             mine = [r for r in runs if (r["model"], r["dataset"], int(r["seq_len"]), int(r["pred_len"]))
-                    == (model, dataset, seq_len, pred_len)]
-            where = f"{name.strip()} {cells[0]} {window}"
+                    == (MODELS[name], dataset, seq_len, pred_len)]
+            where = f"{name} {cells[0]} {window}"
             if not found:
                 if mine:
                     wrong.append(f"{where}: no measured value in {value!r}, but accuracy.csv has {len(mine)} run(s)")
