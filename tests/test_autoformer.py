@@ -9,7 +9,7 @@ import torch
 
 from forecast.errors import ConfigError
 from forecast.layers.autocorrelation import AutoCorrelation, AutoCorrelationLayer, mean_correlation, time_delay_aggregation
-from forecast.layers.dropout import Dropout
+from forecast.layers.dropout import Dropout, random_int16
 from forecast.models.autoformer import Autoformer
 
 
@@ -158,6 +158,20 @@ def test_cpu_dropout_drops_at_rate_p_and_keeps_the_expectation():
     out.sum().backward()
     torch.testing.assert_close(x.grad, (out != 0).float() / 0.95)
     assert torch.equal(layer.eval()(x), x)
+
+
+def test_random_int16_is_uniform_in_every_lane_of_the_64_bit_draws():
+    """Each 64-bit draw fills four int16 lanes: every lane must cover the whole int16 range evenly
+    (a draw without the sign bit would leave the top lane non-negative), and odd sizes keep
+    their shape."""
+    torch.manual_seed(0)
+    values = random_int16(torch.Size([4 * 100_000])).view(-1, 4).int()
+    for lane in range(4):
+        column = values[:, lane]
+        assert column.min() < -32000 and column.max() > 32000, lane
+        assert abs(column.float().mean().item()) < 300, lane  # the mean's standard error is 59
+        assert abs((column < 0).float().mean().item() - 0.5) < 0.01, lane
+    assert random_int16(torch.Size([3, 5, 7])).shape == (3, 5, 7)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from forecast.errors import ConfigError
+from forecast.layers import exponential_smoothing
 from forecast.layers.exponential_smoothing import (
     DampingLayer,
     ExponentialSmoothing,
@@ -32,9 +33,13 @@ def recursion(values: torch.Tensor, alpha: torch.Tensor, v0: torch.Tensor) -> to
     return torch.stack(out, dim=1)
 
 
+@pytest.mark.parametrize("path", ["toeplitz", "fft"])
 @pytest.mark.parametrize("theta", [-3.0, 0.0, 2.5])
 @pytest.mark.parametrize("length", [1, 7, 96, 337])
-def test_fft_smoothing_equals_the_sequential_recursion(theta, length):
+def test_smoothing_equals_the_sequential_recursion(theta, length, path, monkeypatch):
+    """Both ways of computing the causal convolution: the Toeplitz product (windows up to
+    TOEPLITZ_MAX_LENGTH) and the FFT (longer ones)."""
+    monkeypatch.setattr(exponential_smoothing, "TOEPLITZ_MAX_LENGTH", 10_000 if path == "toeplitz" else 0)
     torch.manual_seed(0)
     smoother = ExponentialSmoothing(dim=3, heads=2)
     with torch.no_grad():
@@ -44,12 +49,25 @@ def test_fft_smoothing_equals_the_sequential_recursion(theta, length):
     torch.testing.assert_close(smoother(values).double(), expected, rtol=0, atol=1e-5)
 
 
-def test_causal_convolution_is_linear_not_circular():
+@pytest.mark.parametrize("limit", [10_000, 0])
+def test_causal_convolution_is_linear_not_circular(limit, monkeypatch):
+    monkeypatch.setattr(exponential_smoothing, "TOEPLITZ_MAX_LENGTH", limit)
     values = torch.zeros(1, 10, 1)
     values[0, 9, 0] = 1.0  # the last step must not wrap around to the front
     kernel = torch.arange(1.0, 11.0)[:, None]
     out = causal_convolution(values, kernel)
     assert torch.allclose(out[0, :9], torch.zeros(9, 1), atol=1e-6) and out[0, 9, 0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kernel_shape", [(9,), (9, 1), (9, 3, 1), (9, 1, 4), (9, 3, 4), (9, 4)])
+def test_causal_convolution_broadcasts_the_kernel_like_the_direct_sum(kernel_shape):
+    """Every way a kernel [T, ...] can broadcast against values [B, T, 3, 4]: the product's
+    batch axes (kernel size > 1) and columns (size 1 or missing), against the direct double sum."""
+    torch.manual_seed(2)
+    values, kernel = torch.randn(2, 9, 3, 4, dtype=torch.float64), torch.randn(kernel_shape, dtype=torch.float64)
+    aligned = kernel.reshape(9, *([1] * (3 - kernel.dim())), *kernel.shape[1:])
+    expected = torch.stack([sum(aligned[t - j] * values[:, j] for j in range(t + 1)) for t in range(9)], dim=1)
+    torch.testing.assert_close(causal_convolution(values, kernel), expected)
 
 
 @pytest.mark.parametrize("length", [96, 95])
@@ -76,6 +94,26 @@ def test_frequency_attention_ignores_the_mean_and_k0_gives_no_season():
     season = FrequencyAttention(pred_len=6, k=2)(z)
     assert season[:, :24].mean().abs() < 1e-5  # the DC bin is never chosen
     assert torch.equal(FrequencyAttention(pred_len=6, k=0)(z), torch.zeros(2, 30, 4))
+
+
+@pytest.mark.parametrize("length", [24, 25])
+def test_frequency_attention_keeps_the_largest_fft_bins(length):
+    """The selection and reconstruction by products with fixed bases equal the same computed
+    from torch.fft on random input: the k bins of largest |rfft| (no DC, no Nyquist), summed as
+    sinusoids over the window and the horizon."""
+    torch.manual_seed(4)
+    z, k, horizon = torch.randn(3, length, 5, dtype=torch.float64), 2, 6
+    spectrum = torch.fft.rfft(z, dim=1)[:, 1 : (length - 1) // 2 + 1]
+    top = spectrum.abs().topk(k, dim=1).indices + 1  # [B, k, d], bin numbers
+    tau = torch.arange(length + horizon, dtype=torch.float64)
+    expected = torch.zeros(3, length + horizon, 5, dtype=torch.float64)
+    for b in range(3):
+        for f in range(5):
+            for n in top[b, :, f]:
+                x = torch.fft.rfft(z[b, :, f])[n]
+                angle = 2 * math.pi * int(n) * tau / length
+                expected[b, :, f] += (2 / length) * (x.real * torch.cos(angle) - x.imag * torch.sin(angle))
+    torch.testing.assert_close(FrequencyAttention(pred_len=horizon, k=k)(z), expected)
 
 
 def test_damping_forecast_is_the_growth_times_the_damped_sum():
@@ -148,6 +186,22 @@ def test_output_shape(L, H, C, k, growth_conv):
     model = small(seq_len=L, pred_len=H, enc_in=C, k=k, growth_conv=growth_conv)
     for training in (True, False):
         assert model.train(training)(torch.randn(3, L, C)).shape == (3, H, C)
+
+
+def test_the_last_layers_unused_feed_forward_block_is_not_computed():
+    """The last encoder layer's latent output feeds nothing: its feed-forward block does not run
+    (the earlier layers' does), and the forecast is the same whatever its weights."""
+    torch.manual_seed(0)
+    model = ETSformer(seq_len=24, pred_len=6, enc_in=2, d_model=16, n_heads=2, d_ff=32, e_layers=3, k=2).eval()
+    calls = [0] * 3
+    for i, layer in enumerate(model.encoder):
+        layer.feed_forward.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    x = torch.randn(4, 24, 2)
+    out = model(x)
+    assert calls == [1, 1, 0]
+    with torch.no_grad():
+        model.encoder[-1].feed_forward.up.weight.mul_(3)
+    assert torch.equal(model(x), out)
 
 
 def test_augmentation_only_in_training():

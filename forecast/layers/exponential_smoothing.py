@@ -1,5 +1,5 @@
 """ETSformer's building blocks (Woo et al., 2022; ``reference/models.md`` §3): exponential
-smoothing as an FFT causal convolution, exponential-smoothing attention for the growth,
+smoothing as a causal convolution, exponential-smoothing attention for the growth,
 frequency attention for the season, the per-channel level, and the damped growth forecast.
 
 Notation: the smoothing rate ``α = sigmoid(θ)`` weights the *past*, as in the official code
@@ -30,26 +30,53 @@ def _fast_length(n: int) -> int:
         n += 1
 
 
-def causal_convolution(values: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """``out[:, t] = Σ_{j<=t} kernel[t - j]·values[:, j]`` along dim 1, via the real FFT.
+# up to this many steps the convolution is a product with the lower-triangular Toeplitz matrix of
+# the kernel; beyond it, the FFT. Measured on this project's CPUs (1 thread, forward and backward of
+# values [32, T, 8, 64]): the product is 4.1x faster at T = 96, 4.5x at 336 and 2.4x at 720.
+TOEPLITZ_MAX_LENGTH = 1024
 
-    ``values [B, T, ...]``; ``kernel [T, ...]`` broadcastable against ``values[0]``. Both are
-    zero-padded to a fast length >= ``2T - 1``, so the product of spectra is a linear (not
+
+def causal_convolution(values: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """``out[:, t] = Σ_{j<=t} kernel[t - j]·values[:, j]`` along dim 1.
+
+    ``values [B, T, ...]``; ``kernel [T, ...]`` broadcastable against ``values[0]``. Up to
+    :data:`TOEPLITZ_MAX_LENGTH` steps, one product with the kernel's lower-triangular Toeplitz
+    matrix ``W[t, j] = kernel[t - j]`` (O(T²) but dense and direct); longer, the real FFT with
+    both zero-padded to a fast length >= ``2T - 1``, so the product of spectra is a linear (not
     circular) convolution: O(T log T). Runs in float32 at least.
     """
     length = values.shape[1]
-    n = _fast_length(2 * length - 1)
     dtype = torch.promote_types(values.dtype, torch.float32)
     with full_precision(values):
-        spectrum = torch.fft.rfft(values.to(dtype), n=n, dim=1) * torch.fft.rfft(kernel.to(dtype), n=n, dim=0)
+        values, kernel = values.to(dtype), kernel.to(dtype)
+        if length <= TOEPLITZ_MAX_LENGTH:
+            return _toeplitz_product(values, kernel)
+        n = _fast_length(2 * length - 1)
+        spectrum = torch.fft.rfft(values, n=n, dim=1) * torch.fft.rfft(kernel, n=n, dim=0)
         return torch.fft.irfft(spectrum, n=n, dim=1)[:, :length]
+
+
+def _toeplitz_product(values: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """:func:`causal_convolution` as ``einsum(W [T, T, groups], values [B, T, ...])``: the
+    kernel's trailing axes of size > 1 are batch axes of the product, the others are columns."""
+    length, rest = values.shape[1], values.shape[2:]
+    if kernel.dim() - 1 > len(rest):
+        raise ValueError(f"kernel {tuple(kernel.shape)} has more axes than values[0] {tuple(values.shape[1:])}")
+    kernel = kernel.reshape(length, *([1] * (len(rest) - kernel.dim() + 1)), *kernel.shape[1:])
+    axes = "cdefghijklmnopqrsuvwxyz"[: len(rest)]
+    groups = "".join(a for a, size in zip(axes, kernel.shape[1:]) if size > 1)
+    lag = torch.arange(length, device=values.device)
+    lag = lag[:, None] - lag[None, :]  # t - j
+    toeplitz = kernel.reshape(length, -1)[lag.clamp(min=0)]  # [T, T, groups]
+    toeplitz = torch.where((lag >= 0)[:, :, None], toeplitz, 0).reshape(length, length, *(s for s in kernel.shape[1:] if s > 1))
+    return torch.einsum(f"tj{groups},bj{axes}->bt{axes}", toeplitz, values)
 
 
 class ExponentialSmoothing(nn.Module):
     """``s_t = α·s_{t-1} + (1-α)·v_t`` with a learnable start ``s_{-1} = v0``, one rate per head.
 
     ``values [B, T, heads, dim] -> [B, T, heads, dim]``, computed in closed form,
-    ``s_t = α^{t+1}·v0 + Σ_{j<=t} (1-α)·α^{t-j}·v_j``, the sum as an FFT causal convolution.
+    ``s_t = α^{t+1}·v0 + Σ_{j<=t} (1-α)·α^{t-j}·v_j``, the sum as a causal convolution.
     Dropout acts on the values before smoothing (as the reference does).
     """
 
@@ -107,9 +134,13 @@ class FrequencyAttention(nn.Module):
 
     ``z [B, T, d] -> [B, T + H, d]``. The DC bin (and for even ``T`` the Nyquist bin) is
     never chosen; each chosen bin ``X_f`` contributes ``(2/T)·(Re X_f·cos(2πfτ/T) - Im X_f·sin(2πfτ/T))``
-    for ``τ = 0..T+H-1``, i.e. the sinusoid it stands for, continued past the window. The
-    selection is a mask on the spectrum and the reconstruction one product with a fixed
-    cosine/sine basis (no ``[B, k, T+H, d]`` intermediate). ``k = 0`` gives zeros.
+    for ``τ = 0..T+H-1``, i.e. the sinusoid it stands for, continued past the window. Both
+    directions are products with fixed bases: the selectable bins' ``P_f = Σ_τ z_τ cos(2πfτ/T)``
+    (``= Re X_f``) and ``Q_f = Σ_τ z_τ sin(2πfτ/T)`` (``= -Im X_f``) in one product, the
+    selection a mask on them (by ``P² + Q² = |X_f|²``), the reconstruction
+    ``(2/T)·(P_f cos + Q_f sin)`` in another (no ``[B, k, T+H, d]`` intermediate). On the
+    CPU the two products take a fraction of the strided FFT along the time axis. ``k = 0``
+    gives zeros.
     """
 
     def __init__(self, pred_len: int, k: int):
@@ -117,13 +148,20 @@ class FrequencyAttention(nn.Module):
         if k < 0:
             raise ValueError(f"k (frequencies kept) must be >= 0, got {k}")
         self.pred_len, self.k = pred_len, k
+        self._bases: dict = {}
 
-    def basis(self, length: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin of ``2π·f·τ/T`` as ``[T + H, bins]`` for the selectable bins ``f``."""
-        bins = torch.arange(1, (length - 1) // 2 + 1, device=device, dtype=torch.float64)
-        tau = torch.arange(length + self.pred_len, device=device, dtype=torch.float64)
-        angle = 2 * math.pi * tau[:, None] * bins[None, :] / length
-        return torch.cos(angle).to(dtype), torch.sin(angle).to(dtype)
+    def bases(self, length: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``analysis [2·bins, T]`` (cos rows, then sin rows, of ``2π·f·τ/T`` for the selectable
+        bins ``f`` and ``τ < T``) and ``synthesis [T + H, 2·bins]`` (the same for ``τ < T + H``,
+        times ``2/T``); computed in float64 once per length, device and dtype."""
+        key = (length, str(device), dtype)
+        if key not in self._bases:
+            bins = torch.arange(1, (length - 1) // 2 + 1, device=device, dtype=torch.float64)
+            tau = torch.arange(length + self.pred_len, device=device, dtype=torch.float64)
+            angle = 2 * math.pi * tau[:, None] * bins[None, :] / length
+            synthesis = torch.cat([torch.cos(angle), torch.sin(angle)], dim=1)  # [T + H, 2·bins]
+            self._bases[key] = (synthesis[:length].T.contiguous().to(dtype), (synthesis * (2 / length)).to(dtype))
+        return self._bases[key]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         batch, length, d = z.shape
@@ -134,13 +172,13 @@ class FrequencyAttention(nn.Module):
         # in fp32 under autocast too: the selection and the inverse DFT (a bf16 basis would
         # carry 3-digit sinusoids through the extrapolation)
         with full_precision(z):
-            spectrum = torch.fft.rfft(z.float(), dim=1)[:, 1 : n_bins + 1]  # [B, bins, d]
-            top = spectrum.abs().topk(k, dim=1).indices
-            mask = torch.zeros(spectrum.shape, dtype=torch.bool, device=z.device).scatter_(1, top, True)
-            real = torch.where(mask, spectrum.real, 0) * (2 / length)
-            imag = torch.where(mask, spectrum.imag, 0) * (2 / length)
-            cos, sin = self.basis(length, z.device, real.dtype)
-            return torch.matmul(cos, real) - torch.matmul(sin, imag)
+            analysis, synthesis = self.bases(length, z.device, torch.promote_types(z.dtype, torch.float32))
+            coefficients = torch.matmul(analysis, z.to(analysis.dtype))  # [B, 2·bins, d]: P then Q
+            with torch.no_grad():
+                power = coefficients[:, :n_bins].square() + coefficients[:, n_bins:].square()
+                top = power.topk(k, dim=1).indices
+                keep = torch.zeros(power.shape, dtype=torch.bool, device=z.device).scatter_(1, top, True)
+            return torch.matmul(synthesis, torch.where(keep.repeat(1, 2, 1), coefficients, 0))
 
 
 class LevelLayer(nn.Module):

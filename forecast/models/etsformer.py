@@ -32,14 +32,18 @@ class EncoderLayer(nn.Module):
         self.season_dropout = Dropout(dropout)
         self.growth_dropout = Dropout(dropout)
 
-    def forward(self, z: torch.Tensor, level: torch.Tensor):
+    def forward(self, z: torch.Tensor, level: torch.Tensor, latent: bool = True):
+        """``latent=False`` (the last layer, whose latent output feeds nothing) skips the
+        feed-forward block and the norms and returns ``z = None``."""
         length = z.shape[1]
         season = self.season_dropout(self.season(z))
         z = z - season[:, :length]
         growth = self.growth_dropout(self.growth(z))
+        level = self.level(level, growth[:, :-1], season[:, :length])
+        if not latent:
+            return None, level, growth, season
         z = self.norm1(z - growth[:, 1:])
         z = self.norm2(z + self.feed_forward(z))
-        level = self.level(level, growth[:, :-1], season[:, :length])
         return z, level, growth, season
 
 
@@ -66,7 +70,8 @@ class ETSformer(Network):
     # small, and regularised less: a short training cannot afford the paper's 0.2 augmentation and dropout
     small_config = {"d_model": 16, "n_heads": 2, "d_ff": 32, "k": 2, "dropout": 0.05, "augment_std": 0.05}
     # the last encoder layer's latent output feeds nothing (the decoder reads growths, seasons
-    # and the level), so its feed-forward block and norms get no gradient, as in the reference
+    # and the level), so its feed-forward block and norms are not computed (the reference computes
+    # them, unused) and get no gradient
     DEAD_IN_LAST_LAYER = ("feed_forward.", "norm1.", "norm2.")
 
     def __init__(
@@ -130,8 +135,8 @@ class ETSformer(Network):
             x = self.augment(x)
         z, level = self.embedding(x), x
         growth_sum = season_sum = 0
-        for layer, damping in zip(self.encoder, self.damping):
-            z, level, growth, season = layer(z, level)
+        for i, (layer, damping) in enumerate(zip(self.encoder, self.damping)):
+            z, level, growth, season = layer(z, level, latent=i < len(self.encoder) - 1)
             growth_sum = growth_sum + self.damping_dropout(damping(growth[:, -1]))
             season_sum = season_sum + season[:, -self.pred_len :]
         return level[:, -1:] + self.projection(growth_sum) + self.projection(season_sum)
