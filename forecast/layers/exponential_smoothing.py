@@ -164,11 +164,16 @@ class FrequencyAttention(nn.Module):
         return self._bases[key]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.window_and_horizon(z), dim=1)
+
+    def window_and_horizon(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The season over the window ``[B, T, d]`` and over the horizon ``[B, H, d]``, as two
+        tensors (slices of one would each cost a zero-filled full-size gradient in backward)."""
         batch, length, d = z.shape
         n_bins = (length - 1) // 2  # bins 1..⌊(T-1)/2⌋: no DC, no Nyquist
         k = min(self.k, n_bins)
         if k == 0:
-            return z.new_zeros(batch, length + self.pred_len, d)
+            return z.new_zeros(batch, length, d), z.new_zeros(batch, self.pred_len, d)
         # in fp32 under autocast too: the selection and the inverse DFT (a bf16 basis would
         # carry 3-digit sinusoids through the extrapolation)
         with full_precision(z):
@@ -178,7 +183,8 @@ class FrequencyAttention(nn.Module):
                 power = coefficients[:, :n_bins].square() + coefficients[:, n_bins:].square()
                 top = power.topk(k, dim=1).indices
                 keep = torch.zeros(power.shape, dtype=torch.bool, device=z.device).scatter_(1, top, True)
-            return torch.matmul(synthesis, torch.where(keep.repeat(1, 2, 1), coefficients, 0))
+            kept = torch.where(keep.repeat(1, 2, 1), coefficients, 0)
+            return torch.matmul(synthesis[:length], kept), torch.matmul(synthesis[length:], kept)
 
 
 class LevelLayer(nn.Module):

@@ -19,7 +19,7 @@ from forecast.models.base import Network, positive
 
 
 class EncoderLayer(nn.Module):
-    """``(z [B, T, d], level [B, T, C]) -> (z, level, growth [B, T+1, d], season [B, T+H, d])``."""
+    """``(z [B, T, d], level [B, T, C]) -> (z, level, growth [B, T+1, d], season over the horizon [B, H, d])``."""
 
     def __init__(self, d_model, n_heads, d_ff, c_out, pred_len, k, dropout, activation, growth_conv):
         super().__init__()
@@ -35,16 +35,15 @@ class EncoderLayer(nn.Module):
     def forward(self, z: torch.Tensor, level: torch.Tensor, latent: bool = True):
         """``latent=False`` (the last layer, whose latent output feeds nothing) skips the
         feed-forward block and the norms and returns ``z = None``."""
-        length = z.shape[1]
-        season = self.season_dropout(self.season(z))
-        z = z - season[:, :length]
+        season, season_ahead = (self.season_dropout(part) for part in self.season.window_and_horizon(z))
+        z = z - season
         growth = self.growth_dropout(self.growth(z))
-        level = self.level(level, growth[:, :-1], season[:, :length])
+        level = self.level(level, growth[:, :-1], season)
         if not latent:
-            return None, level, growth, season
+            return None, level, growth, season_ahead
         z = self.norm1(z - growth[:, 1:])
         z = self.norm2(z + self.feed_forward(z))
-        return z, level, growth, season
+        return z, level, growth, season_ahead
 
 
 class ETSformer(Network):
@@ -138,5 +137,5 @@ class ETSformer(Network):
         for i, (layer, damping) in enumerate(zip(self.encoder, self.damping)):
             z, level, growth, season = layer(z, level, latent=i < len(self.encoder) - 1)
             growth_sum = growth_sum + self.damping_dropout(damping(growth[:, -1]))
-            season_sum = season_sum + season[:, -self.pred_len :]
+            season_sum = season_sum + season
         return level[:, -1:] + self.projection(growth_sum) + self.projection(season_sum)
