@@ -249,10 +249,12 @@ class PeerConfig:
     """``peer:`` of ``conf/benchmark.yaml``: the reference of ``mode=peer``."""
 
     tslib: Optional[str] = None        # path of a Time-Series-Library checkout
+    dpad: Optional[str] = None         # or, for models=[dpad]: a checkout of the official D-PAD code
     revision: Optional[str] = None     # or: this repository at a git revision (before / after a change)
     reference_overrides: List[str] = field(default_factory=list)  # with revision: train.py overrides of the reference side only
     python: Optional[str] = None       # the interpreter of its environment (null: this one)
     commit: str = ""                   # the commit the pairs were written for (recorded where the checkout is no git clone)
+    dpad_commit: str = ""              # the D-PAD commit the harness's arguments follow (recorded likewise)
     root_path: Optional[str] = None    # folder of the ETT files for the reference (null: data/ETT-small of this repository)
     rounds: int = 2                    # interleaved rounds: each side measured once per round
     seq_len: int = 96                  # the window and batch of both sides

@@ -434,11 +434,12 @@ def render_readme(folder: Path) -> Path:
         if side_by_side:
             lines += ["### Side by side with the reference (`scripts/benchmark.py mode=peer`)", "",
                       "The reference's training step (TSLib's: its own experiment class, model, loader and Adam, timed by",
-                      "`scripts/peers/tslib_step.py`; or `forecast <commit>`: this project's code at that commit,",
-                      "`peer.revision`) and ours (the real Trainer and module) in interleaved rounds of",
-                      "one command, the same threads, window and batch; each figure is the mean over the rounds of a",
-                      "side's mean seconds per full-batch step, `speedup` = reference / ours, loads before the first and",
-                      "after the last measurement; each round's figures and loads are in `notes`.", ""]
+                      "`scripts/peers/tslib_step.py`; D-PAD's: the official code's, by `scripts/peers/dpad_step.py`;",
+                      "or `forecast <commit>`: this project's code at that commit, `peer.revision`) and ours (the real",
+                      "Trainer and module) in interleaved rounds of one command, the same threads, window and batch;",
+                      "each figure is the mean over the rounds of a side's mean seconds per full-batch step, `speedup` =",
+                      "reference / ours, loads before the first and after the last measurement; each round's figures and",
+                      "loads are in `notes`.", ""]
             lines += _peer_table(side_by_side)
         if current:
             lines += ["### Current (`scripts/benchmark.py`)", ""]

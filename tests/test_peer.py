@@ -7,6 +7,7 @@ import csv
 import itertools
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,92 @@ def test_reference_overrides_reach_the_reference_side_only(tmp_path, monkeypatch
     bad = _benchmark(["mode=peer", "models=[karma]", f"peer.tslib={tmp_path}", "peer.reference_overrides=['trainer=cpu']"])
     with pytest.raises(ConfigError, match="peer.reference_overrides"):
         peer.check(bad, [("karma", "etth1", 96)])
+
+
+def _fake_dpad(folder: Path, exp: bool = True) -> Path:
+    (folder / "experiments").mkdir(parents=True, exist_ok=True)
+    (folder / "singlecard.py").write_text("")
+    if exp:
+        (folder / "experiments" / "exp_ETT.py").write_text("")
+    return folder
+
+
+def _flags(arguments: list[str]) -> dict[str, str]:
+    return {a: b for a, b in zip(arguments, arguments[1:]) if a.startswith("--")}
+
+
+def test_the_dpad_reference_is_the_official_step_in_its_checkout_at_our_paper_setting(tmp_path, monkeypatch):
+    """``peer.dpad``: the reference process is ``dpad_step.py`` with the given python, run from the
+    checkout (no byte-code written there), with the official arguments of ``experiment=dpad_etth1_96``
+    (336 -> 96, batch 512, not the TSLib pairs' 96 / 32); ours runs that experiment unchanged; the
+    row names the official network and the pinned commit of a snapshot."""
+    checkout = _fake_dpad(tmp_path / "dpad")
+    python = tmp_path / "dpad-env" / "bin" / "python"
+    calls = []
+    times = {"ours": iter([2.0, 2.2]), "ref": iter([3.0, 3.4])}
+
+    def fake_run(command, cwd, env, capture_output, text):
+        reference = command[1].endswith("dpad_step.py")
+        calls.append(("ref" if reference else "ours", command, Path(cwd), env))
+        result = _reference(next(times["ref"])) if reference else _ours(next(times["ours"]), model="dpad", batch_size=512)
+        return subprocess.CompletedProcess(command, 0, stdout="train 8209\n" + json.dumps(result) + "\n", stderr="")
+
+    monkeypatch.setattr(peer.subprocess, "run", fake_run)
+    speed_csv = tmp_path / "speed.csv"
+    cfg = _benchmark(["mode=peer", "models=[dpad]", "threads=2", "warmup=1", "iters=5", f"peer.dpad={checkout}",
+                      f"peer.python={python}", "peer.root_path=/data/ETT-small", f"speed_csv={speed_csv}", "render=false"])
+    assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 0
+    assert [c[0] for c in calls] == ["ours", "ref", "ref", "ours"]
+    _, command, cwd, env = calls[1]
+    assert command[:5] == [str(python.resolve()), str(REPO / "scripts" / "peers" / "dpad_step.py"), "2", "1", "5"]
+    assert cwd == checkout.resolve() and env["PYTHONDONTWRITEBYTECODE"] == "1" and env["OMP_NUM_THREADS"] == "2"
+    flags = _flags(command[5:])
+    assert (flags["--model"], flags["--data"], flags["--data_path"], flags["--root_path"], flags["--features"]) == (
+        "DPAD_SE", "ETTh1", "ETTh1.csv", "/data/ETT-small/", "M")
+    assert flags["--model_name"].startswith("DPAD_SE_ETTh1_I336_o96")  # what Exp_ETT picks the network by
+    assert (flags["--seq_len"], flags["--label_len"], flags["--pred_len"], flags["--batch_size"]) == ("336", "0", "96", "512")
+    assert (flags["--enc_hidden"], flags["--dec_hidden"], flags["--levels"], flags["--K_IMP"], flags["--dropout"]) == (
+        "336", "336", "2", "6", "0.5")
+    assert (flags["--lr"], flags["--loss"], flags["--RIN"], flags["--num_workers"]) == ("0.0001", "mae", "1", "0")
+    ours = [c for c in calls if c[0] == "ours"]
+    assert all(json.loads(c[1][3])["overrides"] == ["experiment=dpad_etth1_96"] for c in ours)  # no 96 / 32 override
+    assert all(c[2] == REPO and c[1][1] == str(REPO / "scripts" / "benchmark.py") for c in ours)
+    (row,) = records.read_csv(speed_csv)
+    assert (row["model"], row["reference"], row["s_per_iter"], row["reference_s_per_iter"], row["speedup"]) == (
+        "dpad", "D-PAD 718fc3e DPAD_SE", "2.1", "3.2", "1.52")
+    assert row["command"].startswith("python scripts/benchmark.py mode=peer \"models=[dpad]\"")
+
+
+def test_the_dpad_arguments_follow_our_overrides_or_refuse_what_the_official_code_lacks():
+    from forecast.config import compose_train
+
+    flags = _flags(peer.dpad_arguments(compose_train(["experiment=dpad_etth1_96", "model.dropout=0.6", "model.fusion=gcn",
+                                                      "data.pred_len=192"]), "etth1", "/d/"))
+    assert (flags["--model"], flags["--dropout"], flags["--pred_len"], flags["--seq_len"]) == ("DPAD_GCN", "0.6", "192", "336")
+    assert flags["--model_name"].startswith("DPAD_GCN_ETTh1_I336_o192")
+    with pytest.raises(ConfigError, match="model.multiscale=True"):
+        peer.dpad_arguments(compose_train(["experiment=dpad_etth1_96", "model.multiscale=true"]), "etth1", "/d/")
+    with pytest.raises(ConfigError, match="module.loss=torch.nn.HuberLoss"):
+        peer.dpad_arguments(compose_train(["experiment=dpad_etth1_96", "module.loss._target_=torch.nn.HuberLoss"]),
+                            "etth1", "/d/")
+
+
+def test_a_dpad_reference_alone_for_dpad_only_in_a_checkout_of_it(tmp_path):
+    cells = [("dpad", "etth1", 96)]
+    with pytest.raises(ConfigError, match="peer.tslib and peer.dpad set together"):
+        peer.check(_benchmark(["mode=peer", f"peer.tslib={tmp_path}", f"peer.dpad={tmp_path}"]), cells)
+    cfg = _benchmark(["mode=peer", "models=[dpad]", "peer.revision=HEAD", f"peer.dpad={tmp_path}",
+                      f"speed_csv={tmp_path / 's.csv'}"])
+    with pytest.raises(ConfigError, match="peer.dpad and peer.revision set together"):
+        benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO)
+    with pytest.raises(ConfigError, match=r"models=\[dpad\] only, not of \['autoformer'\]"):
+        peer.check(_benchmark(["mode=peer", f"peer.dpad={_fake_dpad(tmp_path)}"]), [*cells, ("autoformer", "etth1", 96)])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="no singlecard.py and experiments/exp_ETT.py"):
+        peer.check(_benchmark(["mode=peer", f"peer.dpad={empty}"]), cells)
+    with pytest.raises(ConfigError, match="no singlecard.py and experiments/exp_ETT.py"):
+        peer.check(_benchmark(["mode=peer", f"peer.dpad={_fake_dpad(tmp_path / 'half', exp=False)}"]), cells)
+    with pytest.raises(ConfigError, match="not wired"):
+        peer.check(_benchmark(["mode=peer", f"peer.dpad={tmp_path}"]), [("dpad", "ili", 24)])
+    assert peer.check(_benchmark(["mode=peer", f"peer.dpad={tmp_path}"]), cells) == (tmp_path.resolve(), sys.executable)

@@ -14,9 +14,12 @@ The reference is this repository at another git revision (``peer.revision``: our
 a change, in a temporary worktree, each cell at its paper configuration), or Time-Series-Library (thuml/Time-Series-Library, "TSLib"), given as the path of
 a checkout (``peer.tslib``) and the interpreter of its environment (``peer.python``); its step is
 timed by ``scripts/peers/tslib_step.py`` from TSLib's own experiment class, arguments and
-parser. Ours is timed by :func:`forecast.pipelines.benchmark.measure_speed` (the real Trainer
-and ``ForecastModule``, Lightning's overhead included). Nothing of the reference is imported
-here or copied into the project.
+parser. For ``models=[dpad]`` it can be the official D-PAD code (XYBbo5/D-PAD, ``peer.dpad``),
+timed likewise by ``scripts/peers/dpad_step.py``, both sides at our paper configuration of the
+cell (look-back 336, batch 512), the official arguments read from it. Ours is timed by
+:func:`forecast.pipelines.benchmark.measure_speed` (the real Trainer and ``ForecastModule``,
+Lightning's overhead included). Nothing of the reference is imported here or copied into the
+project.
 """
 
 from __future__ import annotations
@@ -38,10 +41,14 @@ from forecast import tracking
 from forecast.errors import ConfigError
 from forecast.records import SPEED_COLUMNS, append_speed_row
 
-# our dataset name -> TSLib's --data and file (the ETT files; others are not wired)
+# our dataset name -> the reference's --data and file (TSLib and D-PAD alike; the ETT files, others are not wired)
 TSLIB_DATA = {"etth1": ("ETTh1", "ETTh1.csv"), "etth2": ("ETTh2", "ETTh2.csv"),
               "ettm1": ("ETTm1", "ETTm1.csv"), "ettm2": ("ETTm2", "ETTm2.csv")}
 OURS, REFERENCE = "ours", "reference"
+# our model.fusion -> the official D-PAD network (the substring of --model_name that Exp_ETT picks it by)
+DPAD_CLASSES = {"se": "DPAD_SE", "gcn": "DPAD_GCN"}
+# our loss -> the official --loss
+DPAD_LOSSES = {"torch.nn.L1Loss": "mae", "torch.nn.MSELoss": "mse"}
 
 
 @dataclass
@@ -121,7 +128,8 @@ def comparison_row(comparison: Comparison, reference: str, command: str, date: s
     ratios = dict(zip((m.round for m in ref), comparison.round_speedups()))
     rounds = "; ".join(f"round {r}: {', then '.join(one(m) for m in ms)}: {ratios[r]:.2f}x" for r, ms in by_round.items())
     facts = ref[0].result
-    built = ", ".join(f"{k} {facts[k]}" for k in ("parameters", "d_model", "dropout", "learning_rate", "torch") if k in facts)
+    built = ", ".join(f"{k} {facts[k]}" for k in ("model", "parameters", "d_model", "enc_hidden", "K_IMP", "levels", "dropout",
+                                                  "learning_rate", "torch") if k in facts)
     notes = f"interleaved rounds, {rounds}; reference: {built}"
     if first.get("notes"):
         notes = f"{first['notes']}; {notes}"
@@ -156,6 +164,32 @@ def tslib_arguments(cfg, model: str, dataset: str, horizon: int, root_path: str)
             "--batch_size", str(batch), "--num_workers", "0", "--no_use_gpu"]
 
 
+def dpad_arguments(train, dataset: str, root_path: str) -> list[str]:
+    """The official D-PAD ``singlecard.py`` arguments of one cell, read from our composed ``train``
+    config of that cell (so an override after ``--`` reaches both sides): the network of the
+    official ``scripts/run_ETTh1.sh`` (``DPAD_SE``; ``DPAD_GCN`` for ``model.fusion=gcn``),
+    selected by ``--model_name`` as there, every model and training setting given explicitly (the
+    defaults of ``singlecard.py`` and ``run_long.py`` differ), on the CPU without loader workers."""
+    model, data = train.model, train.data
+    loss = DPAD_LOSSES.get(str(train.module.loss._target_))
+    problems = [f"model.{k}={model[k]} (official: {v})" for k, v in (("multiscale", False), ("sift_threshold", 0.1))
+                if model[k] != v]
+    problems += [] if str(model.fusion) in DPAD_CLASSES else [f"model.fusion={model.fusion} (official: {sorted(DPAD_CLASSES)})"]
+    problems += [] if loss else [f"module.loss={train.module.loss._target_} (official: {sorted(DPAD_LOSSES)})"]
+    if problems:
+        raise ConfigError(f"peer.dpad: the official D-PAD code has no counterpart of {', '.join(problems)}. "
+                          "Fix: drop those train.py overrides for this comparison.")
+    network, (name, data_path) = DPAD_CLASSES[str(model.fusion)], TSLIB_DATA[dataset]
+    seq_len, horizon, batch = int(data.seq_len), int(data.pred_len), int(data.batch_size)
+    lr, dropout, hidden, levels = float(train.module.optimizer.lr), float(model.dropout), int(model.hidden), int(model.levels)
+    model_name = f"{network}_{name}_I{seq_len}_o{horizon}_lr{lr:g}_bs{batch}_dp{dropout:g}_h{hidden}_l{levels}"  # as run_ETTh1.sh
+    return ["--model", network, "--model_name", model_name, "--data", name, "--root_path", root_path,
+            "--data_path", data_path, "--features", str(data.features), "--seq_len", str(seq_len), "--label_len", "0", "--pred_len", str(horizon), "--enc_hidden", str(hidden),
+            "--dec_hidden", str(int(model.dec_hidden)), "--levels", str(levels), "--K_IMP", str(int(model.k)),
+            "--dropout", f"{dropout:g}", "--RIN", str(int(bool(model.revin))), "--batch_size", str(batch),
+            "--lr", f"{lr:g}", "--loss", loss, "--num_workers", "0"]
+
+
 def our_overrides(cfg, cell: list[str]) -> list[str]:
     """Our ``train.py`` overrides of a cell on the reference's window and batch."""
     return [*cell, f"data.seq_len={int(cfg.peer.seq_len)}", f"data.batch_size={int(cfg.peer.batch_size)}",
@@ -186,31 +220,46 @@ def revision_checkout(repo: Path, revision: str):
 
 
 def check(cfg, cells: list[tuple[str, str, int]]) -> tuple[Path, str]:
-    """The checkout and its interpreter, or a :class:`ConfigError` that says what to set."""
-    if cfg.peer.get("revision") and cfg.peer.tslib:
-        raise ConfigError("peer.revision and peer.tslib both set: a comparison has one reference. Fix: drop one.")
+    """The reference checkout (``peer.tslib`` or ``peer.dpad``) and its interpreter, or a
+    :class:`ConfigError` that says what to set."""
+    given = [f"peer.{k}" for k in ("tslib", "dpad", "revision") if cfg.peer.get(k)]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)} set together: a comparison has one reference. Fix: keep one of them.")
     if cfg.peer.get("reference_overrides") and not cfg.peer.get("revision"):
         raise ConfigError("peer.reference_overrides are train.py overrides of our own code at peer.revision; TSLib "
-                          "takes none. Fix: set peer.revision=<commit> (HEAD: the same code), or drop them.")
-    if not cfg.peer.tslib:
+                          "and D-PAD take none. Fix: set peer.revision=<commit> (HEAD: the same code), or drop them.")
+    if not given:
         raise ConfigError("mode=peer needs the path of a Time-Series-Library checkout. Fix: peer.tslib=<path> "
                           f"(git clone https://github.com/thuml/Time-Series-Library; git checkout {cfg.peer.commit}) "
-                          "and peer.python=<the python of its environment>; or peer.revision=<a git revision of this "
-                          "repository> to time our own code before a change.")
+                          "and peer.python=<the python of its environment>; or peer.dpad=<a D-PAD checkout> for "
+                          "models=[dpad]; or peer.revision=<a git revision of this repository> to time our own code "
+                          "before a change.")
     from forecast.pipelines.benchmark import to_absolute
 
-    tslib = Path(to_absolute(str(cfg.peer.tslib)))
-    if not (tslib / "run.py").exists() or not (tslib / "exp" / "exp_long_term_forecasting.py").exists():
-        raise ConfigError(f"peer.tslib={cfg.peer.tslib}: no run.py and exp/exp_long_term_forecasting.py in {tslib}. "
-                          "Fix: the root of a Time-Series-Library checkout.")
     python = to_absolute(str(cfg.peer.python)) if cfg.peer.python else sys.executable
-    for model, dataset, _ in cells:
-        if model not in cfg.peer.pairs:
-            raise ConfigError(f"mode=peer: no reference pairing for model {model}. Fix: models among "
-                              f"{sorted(cfg.peer.pairs)}, or add peer.pairs.{model} to conf/benchmark.yaml.")
+    if cfg.peer.get("dpad"):
+        others = sorted({model for model, _, _ in cells if model != "dpad"})
+        if others:
+            raise ConfigError(f"peer.dpad is the official D-PAD code: it is the reference of models=[dpad] only, not "
+                              f"of {others}. Fix: \"models=[dpad]\" (peer.tslib=<path> for the others, in another command).")
+        checkout = Path(to_absolute(str(cfg.peer.dpad)))
+        if not (checkout / "singlecard.py").exists() or not (checkout / "experiments" / "exp_ETT.py").exists():
+            raise ConfigError(f"peer.dpad={cfg.peer.dpad}: no singlecard.py and experiments/exp_ETT.py in {checkout}. "
+                              "Fix: the root of a D-PAD checkout (git clone https://github.com/XYBbo5/D-PAD; "
+                              f"git checkout {cfg.peer.dpad_commit}).")
+    else:
+        checkout = Path(to_absolute(str(cfg.peer.tslib)))
+        if not (checkout / "run.py").exists() or not (checkout / "exp" / "exp_long_term_forecasting.py").exists():
+            raise ConfigError(f"peer.tslib={cfg.peer.tslib}: no run.py and exp/exp_long_term_forecasting.py in {checkout}. "
+                              "Fix: the root of a Time-Series-Library checkout.")
+        for model, _, _ in cells:
+            if model not in cfg.peer.pairs:
+                raise ConfigError(f"mode=peer: no reference pairing for model {model}. Fix: models among "
+                                  f"{sorted(cfg.peer.pairs)}, or add peer.pairs.{model} to conf/benchmark.yaml.")
+    for _, dataset, _ in cells:
         if dataset not in TSLIB_DATA:
-            raise ConfigError(f"mode=peer: dataset {dataset} is not wired to TSLib's loaders. Fix: one of {sorted(TSLIB_DATA)}.")
-    return tslib, python
+            raise ConfigError(f"mode=peer: dataset {dataset} is not wired to the reference's loaders. Fix: one of {sorted(TSLIB_DATA)}.")
+    return checkout, python
 
 
 def commit_of(tslib: Path, pinned: str) -> str:
@@ -247,7 +296,7 @@ def peer_command(cfg, model: str, dataset: str, horizon: int, revision: str | No
 def run(cfg, script: Path, repo: Path, cells: list[tuple[str, str, int]], speed_csv: Path) -> int:
     """Compare every cell with the reference; append one row per cell; returns the failed cells."""
     if cfg.peer.get("revision"):
-        if cfg.peer.tslib:
+        if cfg.peer.tslib or cfg.peer.get("dpad"):
             check(cfg, cells)  # refuses two references
         with revision_checkout(repo, str(cfg.peer.revision)) as (checkout, commit):
             print(f"reference: this repository at {commit[:7]} ({cfg.peer.revision}), in {checkout}", flush=True)
@@ -256,40 +305,52 @@ def run(cfg, script: Path, repo: Path, cells: list[tuple[str, str, int]], speed_
 
 
 def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[Path, str] | None = None) -> int:
-    from forecast.pipelines.benchmark import cell_overrides
+    from forecast.config import compose_train
+    from forecast.pipelines.benchmark import cell_overrides, to_absolute
 
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
+    dpad = not revision and bool(cfg.peer.get("dpad"))
     if revision:
-        checkout, commit = revision
+        where, commit = revision
 
         def first_on_path(folder: Path) -> str:  # each side imports its own package, not the installed one
             return os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
 
         env["PYTHONPATH"] = first_on_path(repo)
-        reference_env = {**env, "PYTHONPATH": first_on_path(checkout)}
+        reference_env = {**env, "PYTHONPATH": first_on_path(where)}
     else:
-        tslib, python = check(cfg, cells)
-        commit = commit_of(tslib, str(cfg.peer.commit))
-        if commit != str(cfg.peer.commit):
-            print(f"warning: {tslib} is at {commit}, not the pinned {cfg.peer.commit} that peer.pairs follow", file=sys.stderr)
-        root_path = str(Path(cfg.peer.root_path) if cfg.peer.root_path else repo / "data" / "ETT-small") + "/"
+        where, python = check(cfg, cells)
+        pinned = str(cfg.peer.dpad_commit if dpad else cfg.peer.commit)
+        commit = commit_of(where, pinned)
+        if commit[:7] != pinned[:7]:
+            print(f"warning: {where} is at {commit}, not the pinned {pinned} that "
+                  f"{'the D-PAD arguments' if dpad else 'peer.pairs'} follow", file=sys.stderr)
+        # absolute: the reference runs in its own checkout
+        root_path = str(Path(to_absolute(str(cfg.peer.root_path))) if cfg.peer.root_path else repo / "data" / "ETT-small") + "/"
         reference_env = {**env, "PYTHONDONTWRITEBYTECODE": "1"}  # leave the checkout as it is
     failed = 0
     for model, dataset, horizon in cells:
-        if revision:  # the same paper configuration on both sides, as mode=speed
-            overrides = [*cell_overrides(model, dataset, horizon, repo / "conf"), *map(str, cfg.overrides)]
+        cell = cell_overrides(model, dataset, horizon, repo / "conf")
+        if revision or dpad:  # the paper configuration (window, batch) on both sides, as mode=speed
+            overrides = [*cell, *map(str, cfg.overrides)]
         else:
-            overrides = our_overrides(cfg, cell_overrides(model, dataset, horizon, repo / "conf"))
+            overrides = our_overrides(cfg, cell)
         spec = {"overrides": overrides, "threads": cfg.threads, "warmup": cfg.warmup, "iters": cfg.iters}
         ours = [sys.executable, str(script), "--measure", json.dumps(spec)]
         if revision:
-            where = checkout
-            theirs = {**spec, "overrides": [*overrides, *map(str, cfg.peer.get("reference_overrides") or [])]}
-            reference = [sys.executable, str(checkout / "scripts" / "benchmark.py"), "--measure", json.dumps(theirs)]
+            reference_overrides = [*map(str, cfg.peer.get("reference_overrides") or [])]
+            theirs = {**spec, "overrides": [*overrides, *reference_overrides]}
+            reference = [sys.executable, str(where / "scripts" / "benchmark.py"), "--measure", json.dumps(theirs)]
+            label = " ".join([f"forecast {commit[:7]}", *reference_overrides])  # and the reference's own overrides
         else:
-            where = tslib
-            reference = [python, str(repo / "scripts" / "peers" / "tslib_step.py"), str(cfg.threads), str(cfg.warmup),
-                         str(cfg.iters), *tslib_arguments(cfg, model, dataset, horizon, root_path)]
+            if dpad:  # the official arguments of our composed configuration of the cell
+                step, arguments = "dpad_step.py", dpad_arguments(compose_train(overrides), dataset, root_path)
+                label = f"D-PAD {commit[:7]} {arguments[arguments.index('--model') + 1]}"
+            else:
+                step, arguments = "tslib_step.py", tslib_arguments(cfg, model, dataset, horizon, root_path)
+                label = f"TSLib {commit[:7]} {cfg.peer.pairs[model].model}"
+            reference = [python, str(repo / "scripts" / "peers" / step), str(cfg.threads), str(cfg.warmup),
+                         str(cfg.iters), *arguments]
         print(f"[{model} {dataset} {horizon}] {cfg.peer.rounds} interleaved rounds, {cfg.threads} thread(s)\n"
               f"  ours: {' '.join(overrides)}\n  reference (in {where}): {shlex.join(reference[1:])}", flush=True)
         if cfg.dry_run:
@@ -308,10 +369,6 @@ def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[
         if "skipped" in comparison.side(OURS)[0].result:
             print(f"  skipped: {comparison.side(OURS)[0].result['skipped']}", flush=True)
             continue
-        if revision:  # "forecast <commit>" and the reference's own overrides
-            label = " ".join([f"forecast {commit[:7]}", *map(str, cfg.peer.get("reference_overrides") or [])])
-        else:
-            label = f"TSLib {commit[:7]} {cfg.peer.pairs[model].model}"
         command = peer_command(cfg, model, dataset, horizon, commit[:7] if revision else None)
         row = comparison_row(comparison, label, command, dt.date.today().isoformat())
         row["model"] = model

@@ -31,10 +31,12 @@ import textwrap
 import time
 
 
-def tslib_parser(run_py: str) -> argparse.ArgumentParser:
-    """TSLib's argument parser as its ``run.py`` builds it (the lines between ``ArgumentParser(``
-    and ``parse_args()``, executed as they are): the defaults a TSLib user gets."""
-    source = open(run_py).read()
+def script_parser(script: str) -> argparse.ArgumentParser:
+    """The argument parser a reference's entry script builds (TSLib's ``run.py``, D-PAD's
+    ``singlecard.py``): the lines between ``ArgumentParser(`` and ``parse_args()``, executed as
+    they are, so the arguments and defaults are the ones its users get (importing the script would
+    parse our command line and run its experiment)."""
+    source = open(script).read()
     start = source.index("parser = argparse.ArgumentParser")
     start = source.rindex("\n", 0, start) + 1
     end = source.index("args = parser.parse_args()")
@@ -53,7 +55,7 @@ def main(argv: list[str]) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    args = tslib_parser("run.py").parse_args(argv[3:])
+    args = script_parser("run.py").parse_args(argv[3:])
     random.seed(2021), np.random.seed(2021), torch.manual_seed(2021)  # run.py's fix_seed
     args.use_gpu = False
     args.device = torch.device("cpu")
