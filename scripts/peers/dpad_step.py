@@ -26,11 +26,10 @@ imports nothing of ``forecast``.
 
 import json
 import os
-import resource
 import sys
 import time
 
-from tslib_step import script_parser  # beside this file
+from tslib_step import script_parser, step_figures  # beside this file
 
 
 def main(argv: list[str]) -> dict:
@@ -68,13 +67,8 @@ def main(argv: list[str]) -> dict:
         optimizer.step()
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    timed = wall[warmup:]
     return {
-        "s_per_iter": sum(timed) / len(timed), "s_per_iter_min": min(timed),
-        "cpu_s_per_iter": sum(cpu[warmup:]) / len(timed), "iters": len(timed), "warmup": warmup,
-        "threads": torch.get_num_threads(), "batch_size": args.batch_size, "torch": torch.__version__,
-        "peak_memory_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "parameters": sum(p.numel() for p in model.parameters()), "train_batches": len(loader),
+        **step_figures(torch, wall, cpu, warmup, model, loader, args.batch_size),
         "model": type(model).__name__, "dropout": args.dropout, "enc_hidden": args.enc_hidden,
         "K_IMP": args.K_IMP, "levels": args.levels, "learning_rate": args.lr, "loss": args.loss,
         "loss_last": float(loss.item()),

@@ -46,6 +46,19 @@ def script_parser(script: str) -> argparse.ArgumentParser:
     return namespace["parser"]
 
 
+def step_figures(torch, wall: list[float], cpu: list[float], warmup: int, model, loader, batch_size: int) -> dict:
+    """The figures both reference timers print: seconds per timed step (mean, min, CPU), the
+    threads, batch, torch, peak memory, parameters and training batches."""
+    timed = wall[warmup:]
+    return {
+        "s_per_iter": sum(timed) / len(timed), "s_per_iter_min": min(timed),
+        "cpu_s_per_iter": sum(cpu[warmup:]) / len(timed), "iters": len(timed), "warmup": warmup,
+        "threads": torch.get_num_threads(), "batch_size": batch_size, "torch": torch.__version__,
+        "peak_memory_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "parameters": sum(p.numel() for p in model.parameters()), "train_batches": len(loader),
+    }
+
+
 def main(argv: list[str]) -> dict:
     threads, warmup, iters = int(argv[0]), int(argv[1]), int(argv[2])
     profile = len(argv) > 3 and argv[3] == "--profile"
@@ -91,14 +104,8 @@ def main(argv: list[str]) -> dict:
         optimizer.step()
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    timed = wall[warmup:]
     extra = _profile(model, loader, optimizer, criterion, args, f_dim, iters, threads) if profile else {}
-    return {**extra,
-        "s_per_iter": sum(timed) / len(timed), "s_per_iter_min": min(timed),
-        "cpu_s_per_iter": sum(cpu[warmup:]) / len(timed), "iters": len(timed), "warmup": warmup,
-        "threads": torch.get_num_threads(), "batch_size": args.batch_size, "torch": torch.__version__,
-        "peak_memory_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "parameters": sum(p.numel() for p in model.parameters()), "train_batches": len(loader),
+    return {**extra, **step_figures(torch, wall, cpu, warmup, model, loader, args.batch_size),
         "dropout": args.dropout, "d_model": args.d_model, "learning_rate": args.learning_rate,
         "loss_last": float(loss.item()),
     }
