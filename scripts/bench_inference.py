@@ -22,6 +22,12 @@ torch threads, after one untimed call of each kind:
   a new process each: start-up, loading the model, reading the CSV, the forecast, the CSV and
   PNG it writes): one forecast per run.
 
+``--before REV`` times the pyfunc of this checkout against the same pyfunc code at git revision
+``REV`` (a temporary worktree), loading the same logged model: ``--rounds`` rounds, each a fresh
+process per side, the two sides alternating (before, after, after, before, ...), each timing
+``pyfunc, batch 1`` over the windows; it prints both figures per round and their ratio, checks
+that the two forecasts are equal, and writes no rows (a before/after comparison of our own code).
+
 The served model over HTTP adds the scoring server and JSON to the pyfunc's figure:
 ``scripts/bench_serving.py`` measures that. Rows go to ``--csv`` (the rows of the measured models
 replaced), with threads, load average before and after, machine, date and command.
@@ -58,6 +64,9 @@ def parse_args():
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--skip-train", action="store_true", help="reuse the models already registered in --out")
     parser.add_argument("--csv", type=Path, default=None, help="write the rows here, e.g. benchmarks/inference.csv")
+    parser.add_argument("--before", default=None, help="a git revision: time its pyfunc against this checkout's")
+    parser.add_argument("--rounds", type=int, default=4, help="--before rounds (each side once per round)")
+    parser.add_argument("--pyfunc-only", default=None, help=argparse.SUPPRESS)  # a --before side: the model URI
     return parser.parse_args()
 
 
@@ -155,8 +164,63 @@ def measure(model: str, root: Path, env: dict, args) -> list[dict]:
     return rows
 
 
+def request_tables(spec, count: int) -> list[pd.DataFrame]:
+    """The last ``count`` input windows of ETTh1 as the tables a request carries."""
+    data = pd.read_csv(ETTH1)
+    return [data.iloc[e - spec.seq_len:e].reset_index(drop=True) for e in range(len(data) - count + 1, len(data) + 1)]
+
+
+def pyfunc_side(uri: str, tracking: str, windows: int) -> None:
+    """One ``--before`` side, in its own process: ms per pyfunc call and the last forecast (JSON)."""
+    import torch
+
+    from forecast.pipelines.predict import load_model
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    pyfunc, impl = load_model(uri, tracking)
+    tables = request_tables(impl.spec, windows)
+    _, ms = rate(lambda i: pyfunc.predict(tables[i]), len(tables), 1)
+    last = pyfunc.predict(tables[-1]).drop(columns=[impl.spec.date_col])
+    print(json.dumps({"ms": ms, "forecast": last.to_numpy().tolist(), "columns": list(last.columns)}))
+
+
+def before_after(model: str, root: Path, env: dict, args) -> None:
+    """``--before``: the pyfunc at ``args.before`` against this checkout's, alternating processes."""
+    from forecast.pipelines.peer import revision_checkout
+
+    uri = model_uri(root, model)
+    with revision_checkout(REPO, args.before) as (folder, commit):
+        sides = {f"before ({commit[:7]})": folder, "after (this checkout)": REPO}
+        times = {name: [] for name in sides}
+        answers = {}
+        order = list(sides)
+        for r in range(args.rounds):
+            for name in (order if r % 2 == 0 else order[::-1]):
+                side_env = {**env, "PYTHONPATH": os.pathsep.join([str(sides[name]), os.environ.get("PYTHONPATH", "")])}
+                proc = subprocess.run([PY, str(Path(__file__).resolve()), "--pyfunc-only", uri, "--windows", str(args.windows)],
+                                      cwd=root, env={**side_env, "MLFLOW_TRACKING_URI": store(root, model)},
+                                      capture_output=True, text=True)
+                if proc.returncode:
+                    sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
+                got = json.loads(proc.stdout.strip().splitlines()[-1])
+                times[name].append(got["ms"])
+                answers[name] = got
+                print(f"round {r + 1} {name}: {got['ms']:.3f} ms per forecast (load {load():.2f})", flush=True)
+    (b, before), (a, after) = times.items()
+    if answers[b]["columns"] != answers[a]["columns"]:
+        sys.exit(f"the forecasts differ in their columns: {answers[b]['columns']} against {answers[a]['columns']}")
+    np.testing.assert_allclose(answers[a]["forecast"], answers[b]["forecast"], rtol=1e-6, atol=1e-9)
+    ratios = [x / y for x, y in zip(before, after)]
+    print(f"{model}: {b} {np.median(before):.3f} ms, {a} {np.median(after):.3f} ms per forecast (medians of "
+          f"{args.rounds}); before/after {np.median(before) / np.median(after):.2f}x (per round "
+          f"{', '.join(f'{x:.2f}x' for x in ratios)}); the forecasts are equal", flush=True)
+
+
 def main():
     args = parse_args()
+    if args.pyfunc_only:
+        sys.path.insert(0, os.environ["PYTHONPATH"].split(os.pathsep)[0])
+        return pyfunc_side(args.pyfunc_only, os.environ["MLFLOW_TRACKING_URI"], args.windows)
     models = [m for m in args.models.split(",") if m]
     root = (args.out or Path(tempfile.mkdtemp(prefix="bench-inference-"))).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -175,6 +239,9 @@ def main():
     for model in models:
         if not args.skip_train:
             train(model, root, env)
+        if args.before:
+            before_after(model, root, env, args)
+            continue
         got = measure(model, root, env, args)
         for r in got:
             r.update(date=dt.date.today().isoformat(), machine=machine(), command=command)

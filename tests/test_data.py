@@ -135,4 +135,10 @@ def test_calendar_features():
     np.testing.assert_allclose(feats[0], [-0.5, -0.5, -0.5, -0.5])
     np.testing.assert_allclose(feats[1], [0.5, 1 / 6 - 0.5, 0.5, 365 / 365 - 0.5], atol=1e-6)
     assert time_features(pd.date_range("2024-01-01", periods=5, freq="15min"), "15min").shape == (5, 5)
+    # second, minute (then hour, weekday, day of month, day of year) at one second before 01:00
+    np.testing.assert_allclose(time_features(pd.DatetimeIndex(["2024-01-01 00:59:59"]), "s")[0],
+                               [0.5, 0.5, -0.5, -0.5, -0.5, -0.5], atol=1e-6)
+    # weekly: day of month, ISO week (2024-12-23 is in week 52); monthly: the month
+    np.testing.assert_allclose(time_features(pd.DatetimeIndex(["2024-12-23"]), "W")[0], [22 / 30 - 0.5, 51 / 52 - 0.5], atol=1e-6)
+    np.testing.assert_allclose(time_features(pd.DatetimeIndex(["2024-01-01", "2024-12-01"]), "MS")[:, 0], [-0.5, 0.5], atol=1e-6)
     assert [resolution(f) for f in ("s", "15min", "h", "D", "W-TUE", "MS", "YS")] == ["s", "t", "h", "d", "w", "m", "a"]

@@ -155,11 +155,11 @@ def _parse_dates(raw: pd.Series, col: str, wording: Wording, found: list[Problem
     else:
         if pd.api.types.is_bool_dtype(raw) or pd.api.types.is_numeric_dtype(raw):
             numeric = raw.notna().to_numpy()
-        elif raw.dtype == object:
+        elif raw.dtype == object and pd.api.types.infer_dtype(raw, skipna=True) != "string":
             numeric = raw.map(_is_number).to_numpy(dtype=bool)
-        else:
+        else:  # text only (what a CSV or a JSON request holds): no cell is a number
             numeric = np.zeros(len(raw), dtype=bool)
-        text = raw.astype(object).where(~numeric, None)
+        text = raw.astype(object).where(~numeric, None) if numeric.any() else raw
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "could not infer format" is ours to report
             parsed = pd.DatetimeIndex(pd.to_datetime(text, errors="coerce"))

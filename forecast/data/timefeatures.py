@@ -15,36 +15,43 @@ from pandas.tseries.frequencies import to_offset
 from forecast.errors import ConfigError
 
 
+def _field(d: pd.DatetimeIndex, name: str) -> np.ndarray:
+    """A calendar field as a float64 array: the arithmetic below then runs on numpy arrays, not on
+    pandas indexes (each pandas operation builds a new index; a served forecast computes these
+    features on every request)."""
+    return np.asarray(getattr(d, name), dtype=np.float64)
+
+
 def _second(d):
-    return d.second / 59.0 - 0.5
+    return _field(d, "second") / 59.0 - 0.5
 
 
 def _minute(d):
-    return d.minute / 59.0 - 0.5
+    return _field(d, "minute") / 59.0 - 0.5
 
 
 def _hour(d):
-    return d.hour / 23.0 - 0.5
+    return _field(d, "hour") / 23.0 - 0.5
 
 
 def _day_of_week(d):
-    return d.dayofweek / 6.0 - 0.5
+    return _field(d, "dayofweek") / 6.0 - 0.5
 
 
 def _day_of_month(d):
-    return (d.day - 1) / 30.0 - 0.5
+    return (_field(d, "day") - 1) / 30.0 - 0.5
 
 
 def _day_of_year(d):
-    return (d.dayofyear - 1) / 365.0 - 0.5
+    return (_field(d, "dayofyear") - 1) / 365.0 - 0.5
 
 
 def _month(d):
-    return (d.month - 1) / 11.0 - 0.5
+    return (_field(d, "month") - 1) / 11.0 - 0.5
 
 
 def _week(d):
-    return (d.isocalendar().week.to_numpy() - 1) / 52.0 - 0.5
+    return (d.isocalendar().week.to_numpy(dtype=np.float64) - 1) / 52.0 - 0.5
 
 
 # resolution letter -> features, finest first (the order of the reference code)
