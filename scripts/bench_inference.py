@@ -25,7 +25,9 @@ torch threads, after one untimed call of each kind:
 ``--before REV`` times the pyfunc of this checkout against the same pyfunc code at git revision
 ``REV`` (a temporary worktree), loading the same logged model: ``--rounds`` rounds, each a fresh
 process per side, the two sides alternating (before, after, after, before, ...), each timing
-``pyfunc, batch 1`` over the windows; it prints both figures per round and their ratio, checks
+``pyfunc, batch 1`` over the windows and then, one after another, its parts (validating the
+request; the forecast: calendar features, scaling, forward pass, output table; the bands); it
+prints both figures per round and their ratio, checks
 that the two forecasts are equal, and writes no rows (a before/after comparison of our own code).
 
 The served model over HTTP adds the scoring server and JSON to the pyfunc's figure:
@@ -177,11 +179,24 @@ def pyfunc_side(uri: str, tracking: str, windows: int) -> None:
     from forecast.pipelines.predict import load_model
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    from forecast.data import problems
+    from forecast.serving import input_source
+
     pyfunc, impl = load_model(uri, tracking)
-    tables = request_tables(impl.spec, windows)
+    spec, L = impl.spec, impl.spec.seq_len
+    tables = request_tables(spec, windows)
     _, ms = rate(lambda i: pyfunc.predict(tables[i]), len(tables), 1)
-    last = pyfunc.predict(tables[-1]).drop(columns=[impl.spec.date_col])
-    print(json.dumps({"ms": ms, "forecast": last.to_numpy().tolist(), "columns": list(last.columns)}))
+    # the pyfunc's parts, one after another on the same windows: validating the request, the
+    # forecast (calendar features, scaling, the forward pass, the output table), the bands
+    read = [spec.read_frame(t, problems.request(input_source())) for t in tables]
+    parts = {"validation": lambda i: spec.read_frame(tables[i], problems.request(input_source())),
+             "forecast": lambda i: impl.forecast_with_quantiles(read[i].dates[-L:], read[i].values[-L:])}
+    made = [impl.forecast_with_quantiles(r.dates[-L:], r.values[-L:]) for r in read]
+    parts["bands"] = lambda i: impl.with_bands(made[i][0], None, None, made[i][1])
+    with torch.no_grad():
+        split = {name: rate(fn, len(tables), 1)[1] for name, fn in parts.items()}
+    last = pyfunc.predict(tables[-1]).drop(columns=[spec.date_col])
+    print(json.dumps({"ms": ms, "parts": split, "forecast": last.to_numpy().tolist(), "columns": list(last.columns)}))
 
 
 def before_after(model: str, root: Path, env: dict, args) -> None:
@@ -205,7 +220,8 @@ def before_after(model: str, root: Path, env: dict, args) -> None:
                 got = json.loads(proc.stdout.strip().splitlines()[-1])
                 times[name].append(got["ms"])
                 answers[name] = got
-                print(f"round {r + 1} {name}: {got['ms']:.3f} ms per forecast (load {load():.2f})", flush=True)
+                split = ", ".join(f"{k} {v:.3f}" for k, v in got["parts"].items())
+                print(f"round {r + 1} {name}: {got['ms']:.3f} ms per forecast ({split} ms; load {load():.2f})", flush=True)
     (b, before), (a, after) = times.items()
     if answers[b]["columns"] != answers[a]["columns"]:
         sys.exit(f"the forecasts differ in their columns: {answers[b]['columns']} against {answers[a]['columns']}")
