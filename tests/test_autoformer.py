@@ -26,12 +26,17 @@ def direct_correlation(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("length,source", [(16, 16), (15, 15), (21, 9), (12, 20)])
-def test_fft_correlation_equals_the_direct_circular_correlation(length, source):
+def test_mean_correlation_equals_the_direct_circular_correlation_and_its_gradients(length, source):
     torch.manual_seed(0)
-    q, k = torch.randn(3, length, 5, dtype=torch.float64), torch.randn(3, source, 5, dtype=torch.float64)
+    q, k = torch.randn(3, length, 5, requires_grad=True), torch.randn(3, source, 5, requires_grad=True)
     corr = mean_correlation(q, k)
+    want = direct_correlation(q, k)
     assert corr.shape == (3, length)  # odd lengths keep every delay
-    torch.testing.assert_close(corr.double(), direct_correlation(q.float(), k.float()).double(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(corr, want, rtol=1e-4, atol=1e-4)
+    weights = torch.randn(3, length)
+    for got, expected, name in zip(torch.autograd.grad((corr * weights).sum(), (q, k)),
+                                   torch.autograd.grad((want * weights).sum(), (q, k)), ("queries", "keys")):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4, msg=f"gradient of the {name}")
 
 
 @pytest.mark.parametrize("period,length", [(12, 96), (7, 98), (24, 168)])
