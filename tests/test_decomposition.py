@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from forecast.layers.decomposition import SeriesDecomposition, moving_average
+from forecast.layers.decomposition import MATMUL_MAX_LENGTH, SeriesDecomposition, moving_average
 
 
 @pytest.mark.parametrize("kernel", [1, 4, 25])
@@ -25,14 +25,27 @@ def test_trend_of_a_constant_is_the_constant_and_matches_a_direct_average():
     assert trend[0, -1, 0] == pytest.approx((17 + 18 + 19 + 19 + 19) / 5)
 
 
+@pytest.mark.parametrize("length", [50, MATMUL_MAX_LENGTH + 44])  # the averaging product and the sliding sums
 @pytest.mark.parametrize("kernel", [2, 7, 25, 60])
-def test_moving_average_equals_the_padded_window_mean(kernel):
-    """The sliding-sum form equals the definition: the mean of each edge-padded window,
-    also on a series with a large level."""
-    x = torch.randn(2, 50, 3, dtype=torch.float64) + 1e4
+def test_moving_average_and_its_gradient_equal_the_padded_window_mean(kernel, length):
+    """Both forms equal the definition, the mean of each edge-padded window, also on a series
+    with a large level; and so does the gradient."""
+    x = (torch.randn(2, length, 3, dtype=torch.float64) + 1e4).requires_grad_()
     front, back = kernel // 2, (kernel - 1) // 2
     padded = torch.cat([x[:, :1].repeat(1, front, 1), x, x[:, -1:].repeat(1, back, 1)], dim=1)
-    direct = torch.stack([padded[:, t : t + kernel].mean(dim=1) for t in range(50)], dim=1)
-    torch.testing.assert_close(moving_average(x, kernel), direct, rtol=0, atol=1e-9)
-    x32 = x.float()
-    torch.testing.assert_close(moving_average(x32, kernel), direct.float(), rtol=0, atol=2e-3)  # float32 at level 1e4
+    direct = torch.stack([padded[:, t : t + kernel].mean(dim=1) for t in range(length)], dim=1)
+    got = moving_average(x, kernel)
+    torch.testing.assert_close(got, direct, rtol=0, atol=1e-9)
+    weights = torch.randn_like(direct)
+    torch.testing.assert_close(torch.autograd.grad((got * weights).sum(), x)[0],
+                               torch.autograd.grad((direct * weights).sum(), x)[0], rtol=0, atol=1e-12)
+    x32 = x.detach().float()
+    torch.testing.assert_close(moving_average(x32, kernel), direct.detach().float(), rtol=1e-6, atol=0)  # float32 at level 1e4: a few ulp
+
+
+def test_under_bf16_autocast_the_trend_is_averaged_in_float32():
+    x = torch.randn(2, 40, 3) + 100.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trend = moving_average(x, 25)
+    assert trend.dtype == torch.float32
+    torch.testing.assert_close(trend, moving_average(x, 25), rtol=0, atol=1e-5)

@@ -6,9 +6,19 @@ trend has the input's length; ``seasonal = x - trend``.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from forecast.layers.precision import full_precision
+
+# Series up to this long are averaged by one product with the [L, L] averaging matrix; longer ones
+# by sliding sums. Measured on the CPU (1 thread, batch 32, k = 25, forward and backward): the
+# product is 1.3-4.7x faster at L = 96-256 (7 to 512 channels), the sliding sums 3x faster at
+# L = 336 with 7 channels and even at L = 768 with 512.
+MATMUL_MAX_LENGTH = 256
 
 
 def _sliding_sum(x: torch.Tensor, kernel_size: int, length: int) -> torch.Tensor:
@@ -58,15 +68,28 @@ class _MovingAverage(torch.autograd.Function):
         return out, None
 
 
+@functools.lru_cache(maxsize=64)
+def averaging_matrix(length: int, kernel_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``A [L, L]`` with ``A @ x`` the edge-padded moving average of ``x [L, ...]``: row ``t``
+    holds ``1/k`` at each step of its window, the steps beyond either end counted on the first
+    or last step."""
+    front = kernel_size // 2
+    window = torch.arange(length)[:, None] - front + torch.arange(kernel_size)[None, :]  # [L, k]
+    matrix = torch.zeros(length, length, dtype=torch.float64)
+    matrix.scatter_add_(1, window.clamp(0, length - 1), torch.full(window.shape, 1.0 / kernel_size, dtype=torch.float64))
+    return matrix.to(dtype=dtype, device=device)
+
+
 def moving_average(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Edge-padded moving average along time. ``x [B, L, C] -> [B, L, C]``.
 
     Odd kernels are centred; an even kernel looks one step further back than ahead (the
     reference code pads both ends by ``(k-1)//2`` and so loses a step for even ``k``).
-    Computed by :func:`_sliding_sum` in O(L·log k), with a hand-written backward pass
-    (forward plus backward about 4x faster than autograd through a cumulative sum on
-    ``[32, 144, 512]``), and in float32 when ``x`` is half or bfloat16 (the returned trend is
-    then float32, so ``x - trend`` is too).
+    Up to :data:`MATMUL_MAX_LENGTH` steps, one product with :func:`averaging_matrix`; beyond,
+    :func:`_sliding_sum` in O(L·log k) with a hand-written backward pass (forward plus backward
+    about 4x faster than autograd through a cumulative sum on ``[32, 144, 512]``). In float32
+    when ``x`` is half or bfloat16, autocast included (the returned trend is then float32, so
+    ``x - trend`` is too).
     """
     if kernel_size < 1:
         raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
@@ -74,6 +97,9 @@ def moving_average(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
         return x
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
+    if x.shape[1] <= MATMUL_MAX_LENGTH:
+        with full_precision(x):
+            return torch.matmul(averaging_matrix(x.shape[1], kernel_size, x.dtype, x.device), x)
     return _MovingAverage.apply(x, kernel_size)
 
 
