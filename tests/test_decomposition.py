@@ -42,10 +42,3 @@ def test_moving_average_and_its_gradient_equal_the_padded_window_mean(kernel, le
     x32 = x.detach().float()
     torch.testing.assert_close(moving_average(x32, kernel), direct.detach().float(), rtol=1e-6, atol=0)  # float32 at level 1e4: a few ulp
 
-
-def test_under_bf16_autocast_the_trend_is_averaged_in_float32():
-    x = torch.randn(2, 40, 3) + 100.0
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        trend = moving_average(x, 25)
-    assert trend.dtype == torch.float32
-    torch.testing.assert_close(trend, moving_average(x, 25), rtol=0, atol=1e-5)

@@ -236,10 +236,12 @@ def test_slurm_launcher_composes_with_the_trainer_layout():
 
 
 # ------------------------------------------------------------------ mixed precision
-def test_fft_blocks_compute_in_fp32_under_bf16_autocast():
-    """Inside autocast, the FFT-based blocks give exactly their fp32 results (without the guard the
-    frequency attention's inverse DFT would run as a bf16 product)."""
+def test_fp32_blocks_compute_in_fp32_under_bf16_autocast():
+    """Inside autocast, the FFT-based blocks, Auto-Correlation's curve and the moving average give
+    exactly their fp32 results (without the guard the frequency attention's inverse DFT, the
+    curve's Q·Kᵀ and the averaging product would run as bf16 products)."""
     from forecast.layers.autocorrelation import mean_correlation
+    from forecast.layers.decomposition import moving_average
     from forecast.layers.exponential_smoothing import FrequencyAttention, causal_convolution
     from forecast.losses import TimeFrequencyLoss
 
@@ -249,6 +251,7 @@ def test_fft_blocks_compute_in_fp32_under_bf16_autocast():
     blocks = {
         "mean_correlation": lambda: mean_correlation(z, z.flip(1)),
         "causal_convolution": lambda: causal_convolution(z, kernel),
+        "moving_average": lambda: moving_average(z + 100.0, 25),
         "frequency_attention": lambda: FrequencyAttention(pred_len=24, k=3)(z),
         "time_frequency_loss": lambda: TimeFrequencyLoss(0.8)(pred, target),
     }
