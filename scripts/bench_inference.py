@@ -28,7 +28,7 @@ process per side, the two sides alternating (before, after, after, before, ...),
 ``pyfunc, batch 1`` over the windows and then, one after another, its parts (validating the
 request; the forecast: calendar features, scaling, forward pass, output table; the bands); it
 prints both figures per round and their ratio, checks
-that the two forecasts are equal, and writes no rows (a before/after comparison of our own code).
+that the two forecasts agree (to float32 rounding: the network's code may differ too), and writes no rows (a before/after comparison of our own code).
 
 The served model over HTTP adds the scoring server and JSON to the pyfunc's figure:
 ``scripts/bench_serving.py`` measures that. Rows go to ``--csv`` (the rows of the measured models
@@ -225,11 +225,15 @@ def before_after(model: str, root: Path, env: dict, args) -> None:
     (b, before), (a, after) = times.items()
     if answers[b]["columns"] != answers[a]["columns"]:
         sys.exit(f"the forecasts differ in their columns: {answers[b]['columns']} against {answers[a]['columns']}")
-    np.testing.assert_allclose(answers[a]["forecast"], answers[b]["forecast"], rtol=1e-6, atol=1e-9)
+    # float32 networks: a change of the network's code may move the forecast by rounding
+    got, want = np.asarray(answers[a]["forecast"]), np.asarray(answers[b]["forecast"])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+    differ = np.abs(got - want).max() / np.abs(want).max()
     ratios = [x / y for x, y in zip(before, after)]
     print(f"{model}: {b} {np.median(before):.3f} ms, {a} {np.median(after):.3f} ms per forecast (medians of "
           f"{args.rounds}); before/after {np.median(before) / np.median(after):.2f}x (per round "
-          f"{', '.join(f'{x:.2f}x' for x in ratios)}); the forecasts are equal", flush=True)
+          f"{', '.join(f'{x:.2f}x' for x in ratios)}); the forecasts agree to {differ:.1e} of their largest value",
+          flush=True)
 
 
 def main():
