@@ -239,12 +239,27 @@ def test_empty_and_malformed_bodies_get_400(store, served, data, content_type, p
     assert response.status_code == 400 and phrase in response.json()["message"]
 
 
+def overflowing_history(model) -> pd.DataFrame:
+    """A history that passes the input checks (every scaled value within float32's range) but on
+    which the network overflows: the first of a few huge patterns (constant, or alternating in
+    sign) whose forecast, computed in this process, is not finite. Whether a network overflows
+    depends on how it sums (a moving average as a product with 1/k weights does not where
+    sliding sums did), so the pattern is found, not assumed."""
+    spec, L = model.spec, model.spec.seq_len
+    for scale in (1e38, 3e38, 0.999 * np.finfo(np.float32).max):
+        for sign in (np.ones(L), np.where(np.arange(L) % 2, 1.0, -1.0)):
+            frame = history(L)
+            frame.iloc[:, 1:] = np.asarray(spec.mean) + scale * sign[:, None] * np.asarray(spec.std)
+            values = model.forecast(pd.DatetimeIndex(frame["date"]), frame[list(spec.columns)].to_numpy())
+            if not np.isfinite(values[spec.outputs].to_numpy()).all():
+                return frame
+    pytest.fail("no huge history overflows the test's network; the non-finite guard needs another input")
+
+
 def test_a_non_finite_forecast_is_never_returned(store, served, tmp_path):
     """Values that pass the input checks but are so large that the network overflows: HTTP 500
     and predict.py's error say so; no NaN reaches a client or a file."""
-    model = load_model(MODEL)[1]
-    frame = history(L)
-    frame.iloc[:, 1:] = np.asarray(model.spec.mean) + 1e38 * np.asarray(model.spec.std)
+    frame = overflowing_history(load_model(MODEL)[1])
     response = post(served, body(frame))
     assert response.status_code == 500
     assert response.json()["message"].startswith("the request: the model's forecast is not finite (NaN or infinite)")
