@@ -27,8 +27,9 @@ torch threads, after one untimed call of each kind:
 process per side, the two sides alternating (before, after, after, before, ...), each timing
 ``pyfunc, batch 1`` over the windows and then, one after another, its parts (validating the
 request; the forecast: calendar features, scaling, forward pass, output table; the bands); it
-prints both figures per round and their ratio, checks
-that the two forecasts agree (to float32 rounding: the network's code may differ too), and writes no rows (a before/after comparison of our own code).
+prints both figures per round and their ratio, checks that the two forecasts agree (to float32
+rounding: the network's code may differ too), and writes no rows (a before/after comparison of
+our own code).
 
 The served model over HTTP adds the scoring server and JSON to the pyfunc's figure:
 ``scripts/bench_serving.py`` measures that. Rows go to ``--csv`` (the rows of the measured models
@@ -122,7 +123,7 @@ def measure(model: str, root: Path, env: dict, args) -> list[dict]:
     dates = pd.to_datetime(data[spec.date_col])
     n, L = args.windows, spec.seq_len
     ends = range(len(data) - n + 1, len(data) + 1)  # each window's end (exclusive)
-    histories = [data.iloc[e - L:e].reset_index(drop=True) for e in ends]
+    histories = request_tables(spec, n)
     cal = spec.calendar_freq or spec.freq
     values = data[spec.columns].to_numpy()
     x = torch.from_numpy(np.stack([impl.scaler.transform(values[e - L:e]) for e in ends]).astype(np.float32))
@@ -176,12 +177,11 @@ def pyfunc_side(uri: str, tracking: str, windows: int) -> None:
     """One ``--before`` side, in its own process: ms per pyfunc call and the last forecast (JSON)."""
     import torch
 
-    from forecast.pipelines.predict import load_model
-
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     from forecast.data import problems
+    from forecast.pipelines.predict import load_model
     from forecast.serving import input_source
 
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     pyfunc, impl = load_model(uri, tracking)
     spec, L = impl.spec, impl.spec.seq_len
     tables = request_tables(spec, windows)
@@ -238,8 +238,7 @@ def before_after(model: str, root: Path, env: dict, args) -> None:
 
 def main():
     args = parse_args()
-    if args.pyfunc_only:
-        sys.path.insert(0, os.environ["PYTHONPATH"].split(os.pathsep)[0])
+    if args.pyfunc_only:  # PYTHONPATH puts the side's checkout first
         return pyfunc_side(args.pyfunc_only, os.environ["MLFLOW_TRACKING_URI"], args.windows)
     models = [m for m in args.models.split(",") if m]
     root = (args.out or Path(tempfile.mkdtemp(prefix="bench-inference-"))).resolve()
