@@ -41,5 +41,4 @@ def test_moving_average_and_its_gradient_equal_the_padded_window_mean(kernel, le
     torch.testing.assert_close(torch.autograd.grad((got * weights).sum(), x)[0],
                                torch.autograd.grad((direct * weights).sum(), x)[0], rtol=0, atol=1e-12)
     x32 = x.detach().float()
-    torch.testing.assert_close(moving_average(x32, kernel), direct.detach().float(), rtol=2e-6, atol=0)  # float32 at level 1e4: a few ulp
-
+    torch.testing.assert_close(moving_average(x32, kernel), direct.detach().float(), rtol=0, atol=4e-3)  # float32 at level 1e4: 4 ulp (the product sums up to 60 rounded terms)
