@@ -123,7 +123,7 @@ def measure(model: str, root: Path, env: dict, args) -> list[dict]:
     dates = pd.to_datetime(data[spec.date_col])
     n, L = args.windows, spec.seq_len
     ends = range(len(data) - n + 1, len(data) + 1)  # each window's end (exclusive)
-    histories = request_tables(spec, n)
+    histories = request_tables(data, L, n)
     cal = spec.calendar_freq or spec.freq
     values = data[spec.columns].to_numpy()
     x = torch.from_numpy(np.stack([impl.scaler.transform(values[e - L:e]) for e in ends]).astype(np.float32))
@@ -167,10 +167,9 @@ def measure(model: str, root: Path, env: dict, args) -> list[dict]:
     return rows
 
 
-def request_tables(spec, count: int) -> list[pd.DataFrame]:
-    """The last ``count`` input windows of ETTh1 as the tables a request carries."""
-    data = pd.read_csv(ETTH1)
-    return [data.iloc[e - spec.seq_len:e].reset_index(drop=True) for e in range(len(data) - count + 1, len(data) + 1)]
+def request_tables(data: pd.DataFrame, seq_len: int, count: int) -> list[pd.DataFrame]:
+    """The last ``count`` input windows of ``data`` (ETTh1) as the tables a request carries."""
+    return [data.iloc[e - seq_len:e].reset_index(drop=True) for e in range(len(data) - count + 1, len(data) + 1)]
 
 
 def pyfunc_side(uri: str, tracking: str, windows: int) -> None:
@@ -184,7 +183,7 @@ def pyfunc_side(uri: str, tracking: str, windows: int) -> None:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     pyfunc, impl = load_model(uri, tracking)
     spec, L = impl.spec, impl.spec.seq_len
-    tables = request_tables(spec, windows)
+    tables = request_tables(pd.read_csv(ETTH1), L, windows)
     _, ms = rate(lambda i: pyfunc.predict(tables[i]), len(tables), 1)
     # the pyfunc's parts, one after another on the same windows: validating the request, the
     # forecast (calendar features, scaling, the forward pass, the output table), the bands
