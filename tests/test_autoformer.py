@@ -107,6 +107,28 @@ def test_layer_equals_the_multi_head_reference_formulation():
     torch.testing.assert_close(layer(queries, memory, memory), layer.out(agg), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("length,source,shared", [(24, 24, True), (24, 12, False), (16, 20, False)])
+@pytest.mark.parametrize("training", [True, False])
+def test_layer_without_the_key_projection_equals_the_explicit_one_with_gradients(length, source, shared, training):
+    """The layer correlates the queries' projection folded with the key weights against the raw
+    keys; the output and every gradient (inputs, all four projections' weights and biases) are
+    those of projecting Q, K and V and correlating Q with K."""
+    torch.manual_seed(1)
+    d = 8
+    layer = AutoCorrelationLayer(d, 2, factor=2).train(training)
+    queries = torch.randn(3, length, d, requires_grad=True)
+    memory = queries if shared else torch.randn(3, source, d, requires_grad=True)
+    explicit = layer.out(layer.correlation(layer.query(queries), layer.key(memory), layer.value(memory)))
+    fused = layer(queries, memory, memory)
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(fused)
+    inputs = [queries] + ([] if shared else [memory]) + list(layer.parameters())
+    for got, want, name in zip(torch.autograd.grad((fused * weights).sum(), inputs),
+                               torch.autograd.grad((explicit * weights).sum(), inputs),
+                               ["queries"] + ([] if shared else ["memory"]) + [n for n, _ in layer.named_parameters()]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=f"gradient of {name}")
+
+
 def test_official_configuration_has_the_published_parameter_count():
     assert sum(p.numel() for p in Autoformer(96, 96, 7).parameters()) == 10_535_943  # reference/models.md §2.7
 

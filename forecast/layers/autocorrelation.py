@@ -10,7 +10,8 @@ zero-padded, longer ones cut, as in the reference). Because the delays and weigh
 and feature, the head split changes nothing, so this module works on the whole ``d``
 features at once; and because only the average over features is used, it is computed directly
 as the circular diagonal sums of one matrix product ``Q·Kᵀ`` (:func:`mean_correlation`), which
-on the CPU is faster than the FFTs at these lengths.
+on the CPU is faster than the FFTs at these lengths; :class:`AutoCorrelationLayer` forms that product
+without projecting the keys.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ from torch import nn
 from forecast.layers.precision import full_precision
 
 
+def circular_diagonal_sums(products: torch.Tensor, length: int) -> torch.Tensor:
+    """``out[b, τ] = Σ_t products[b, t, (t - τ) mod L]`` over the columns there are.
+
+    ``products [B, L, S]`` with ``S <= L`` (missing columns count as zeros) -> ``[B, L]``: one
+    ``scatter_add`` of every entry to its delay.
+    """
+    batch, source = products.shape[0], products.shape[2]
+    steps = torch.arange(length, device=products.device)
+    lag = (steps[:, None] - steps[None, :source]) % length  # τ of each (t, s)
+    return products.new_zeros(batch, length).scatter_add_(1, lag.flatten().expand(batch, -1), products.flatten(1))
+
+
 def mean_correlation(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """``R̄(τ) = mean_d Σ_t q[t, d]·k[(t - τ) mod L, d]`` for ``τ = 0..L-1``.
 
@@ -35,14 +48,10 @@ def mean_correlation(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     ``[B, L, d]`` each way). Computed in float32 whatever the input precision: the delays are
     picked on this curve.
     """
-    length, batch = queries.shape[1], queries.shape[0]
-    keys = keys[:, :length]
+    length = queries.shape[1]
     with full_precision(queries):  # also under bf16 autocast
-        products = torch.bmm(queries.float(), keys.float().transpose(1, 2))  # [B, L, S]
-        steps = torch.arange(length, device=queries.device)
-        lag = (steps[:, None] - steps[None, : keys.shape[1]]) % length  # τ of each (t, s)
-        corr = products.new_zeros(batch, length).scatter_add_(1, lag.flatten().expand(batch, -1), products.flatten(1))
-        return corr / queries.shape[-1]
+        products = torch.bmm(queries.float(), keys[:, :length].float().transpose(1, 2))  # [B, L, S]
+        return circular_diagonal_sums(products, length) / queries.shape[-1]
 
 
 def time_delay_aggregation(values: torch.Tensor, delays: torch.Tensor, weights: torch.Tensor, length: int | None = None) -> torch.Tensor:
@@ -97,19 +106,30 @@ class AutoCorrelation(nn.Module):
             weights, delays = corr.topk(k, dim=-1)
         return delays, torch.softmax(weights, dim=-1)
 
-    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        length = queries.shape[1]
-        delays, weights = self.select_delays(mean_correlation(queries, keys))
+    def aggregate(self, corr: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The delays and weights picked on ``R̄ [B, L]``, applied to ``values [B, S, d]`` -> ``[B, L, d]``."""
+        length = corr.shape[1]
+        delays, weights = self.select_delays(corr)
         return time_delay_aggregation(values[:, :length], delays, weights, length)
+
+    def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        return self.aggregate(mean_correlation(queries, keys), values)
 
 
 class AutoCorrelationLayer(nn.Module):
     """Projections around :class:`AutoCorrelation`: ``Q, K, V = Linear_d->d``, then ``Linear_d->d``.
 
     ``n_heads`` is kept for the reference configuration's sake and checked to divide
-    ``d_model``; it does not change the result (see the module docstring). When the
-    keys and values are one tensor (always, in Autoformer) their projections run as one matrix
-    product, and self-correlation projects Q, K and V in one.
+    ``d_model``; it does not change the result (see the module docstring).
+
+    The queries and keys are used only through ``G = Q·Kᵀ``, so the keys are never projected:
+    with ``Q = X·Wqᵀ + bq`` and ``K = Y·Wkᵀ + bk``,
+    ``G = (X·(Wkᵀ·Wq)ᵀ + Wkᵀ·bq)·Yᵀ + (X·Wqᵀ·bk + bq·bk)·1ᵀ``: one ``d -> d + 1`` projection of the
+    queries' input and a product with the keys' raw input. The same function and the same
+    parameters (a checkpoint of either form loads in the other), a quarter fewer projection
+    FLOPs (Autoformer's training step: about 8 % fewer FLOPs in all), for one ``d x d`` product of
+    the weights per call. The value projection runs in the same matrix product as the queries'
+    when they share their input (self-correlation).
     """
 
     def __init__(self, d_model: int, n_heads: int = 8, factor: float = 1.0):
@@ -122,17 +142,24 @@ class AutoCorrelationLayer(nn.Module):
         self.value = nn.Linear(d_model, d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def _project(self, x: torch.Tensor, layers: tuple[nn.Linear, ...]) -> tuple[torch.Tensor, ...]:
-        weight = torch.cat([layer.weight for layer in layers])
-        bias = torch.cat([layer.bias for layer in layers])
-        return F.linear(x, weight, bias).chunk(len(layers), dim=-1)
+    def _query_key(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight ``[d + 1, d]`` and bias ``[d + 1]`` of ``X -> (Q·Wk, Q·bk)``."""
+        wq, bq, wk, bk = self.query.weight, self.query.bias, self.key.weight, self.key.bias
+        weight = torch.cat([wk.t() @ wq, (bk @ wq)[None]])
+        bias = torch.cat([wk.t() @ bq, (bq @ bk)[None]])
+        return weight, bias
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        if queries is keys and keys is values:
-            q, k, v = self._project(queries, (self.query, self.key, self.value))
-        elif keys is values:
-            q = self.query(queries)
-            k, v = self._project(keys, (self.key, self.value))
+        length, width = queries.shape[1], queries.shape[2]
+        with full_precision(queries):  # under bf16 autocast, folded in float32 and rounded once: folded
+            weight, bias = self._query_key()  # in bf16, a small network's output moved 10 %, not 0.6 %
+        if queries is values:
+            both = F.linear(queries, torch.cat([weight, self.value.weight]), torch.cat([bias, self.value.bias]))
+            projected, v = both[..., : width + 1], both[..., width + 1 :]
         else:
-            q, k, v = self.query(queries), self.key(keys), self.value(values)
-        return self.out(self.correlation(q, k, v))
+            projected, v = F.linear(queries, weight, bias), self.value(values)
+        with full_precision(queries):  # the delays are picked in float32, also under bf16 autocast
+            projected = projected.float()
+            products = torch.baddbmm(projected[..., width:], projected[..., :width], keys[:, :length].float().transpose(1, 2))
+            corr = circular_diagonal_sums(products, length) / width
+        return self.out(self.correlation.aggregate(corr, v))
