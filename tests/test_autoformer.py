@@ -109,10 +109,11 @@ def test_layer_equals_the_multi_head_reference_formulation():
 
 @pytest.mark.parametrize("length,source,shared", [(24, 24, True), (24, 12, False), (16, 20, False)])
 @pytest.mark.parametrize("training", [True, False])
-def test_layer_without_the_key_projection_equals_the_explicit_one_with_gradients(length, source, shared, training):
+def test_layer_with_folded_projections_equals_the_explicit_one_with_gradients(length, source, shared, training):
     """The layer correlates the queries' projection folded with the key weights against the raw
-    keys; the output and every gradient (inputs, all four projections' weights and biases) are
-    those of projecting Q, K and V and correlating Q with K."""
+    keys, and aggregates the raw values before one map folded from the value and output weights;
+    the output and every gradient (inputs, all four maps' weights and biases) are those of
+    projecting Q, K and V, correlating Q with K, aggregating V and mapping the result."""
     torch.manual_seed(1)
     d = 8
     layer = AutoCorrelationLayer(d, 2, factor=2).train(training)
