@@ -9,6 +9,7 @@ import torch
 
 from forecast.errors import ConfigError
 from forecast.layers.autocorrelation import AutoCorrelation, AutoCorrelationLayer, mean_correlation, time_delay_aggregation
+from forecast.layers.convolution import circular_conv1d
 from forecast.layers.dropout import Dropout, random_int16
 from forecast.models.autoformer import Autoformer
 
@@ -128,6 +129,22 @@ def test_layer_with_folded_projections_equals_the_explicit_one_with_gradients(le
                                torch.autograd.grad((explicit * weights).sum(), inputs),
                                ["queries"] + ([] if shared else ["memory"]) + [n for n, _ in layer.named_parameters()]):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=f"gradient of {name}")
+
+
+@pytest.mark.parametrize("c_in,c_out,taps", [(3, 16, 3), (16, 3, 3), (4, 4, 5), (12, 2, 1)])
+def test_circular_conv1d_equals_the_circular_convolution_with_gradients(c_in, c_out, taps):
+    """Both forms (rolled inputs side by side when widening, rolled per-tap outputs when
+    narrowing) against ``nn.Conv1d`` with circular padding, forward and backward."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(c_in, c_out, taps, padding=(taps - 1) // 2, padding_mode="circular", bias=False)
+    x = torch.randn(2, 11, c_in, requires_grad=True)
+    got, want = circular_conv1d(x, conv.weight), conv(x.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(got, want)
+    g = torch.randn_like(want)
+    for a, b in zip(torch.autograd.grad((got * g).sum(), (x, conv.weight)), torch.autograd.grad((want * g).sum(), (x, conv.weight))):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="odd kernel size"):
+        circular_conv1d(x, torch.randn(c_out, c_in, 2))
 
 
 def test_official_configuration_has_the_published_parameter_count():

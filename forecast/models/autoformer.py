@@ -13,6 +13,7 @@ from torch import nn
 
 from forecast.errors import ConfigError
 from forecast.layers.autocorrelation import AutoCorrelationLayer
+from forecast.layers.convolution import circular_conv1d
 from forecast.layers.decomposition import SeriesDecomposition
 from forecast.layers.dropout import Dropout
 from forecast.layers.feedforward import ACTIVATIONS, FeedForward
@@ -32,7 +33,8 @@ class SeasonalLayerNorm(nn.Module):
 
 
 class DataEmbedding(nn.Module):
-    """Value embedding (Conv1d, kernel 3, circular, no bias) + calendar embedding (Linear, no
+    """Value embedding (Conv1d, kernel 3, circular, no bias; run as a matrix product,
+    :func:`~forecast.layers.convolution.circular_conv1d`) + calendar embedding (Linear, no
     bias), then dropout; no positional embedding. ``[B, L, C], [B, L, M] -> [B, L, d]``."""
 
     def __init__(self, c_in: int, mark_dim: int, d_model: int, dropout: float):
@@ -43,7 +45,7 @@ class DataEmbedding(nn.Module):
         self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None) -> torch.Tensor:
-        out = self.value(x.transpose(1, 2)).transpose(1, 2)
+        out = circular_conv1d(x, self.value.weight)
         if self.calendar is not None:
             out = out + self.calendar(x_mark)
         return self.dropout(out)
@@ -84,7 +86,7 @@ class DecoderLayer(nn.Module):
         x, trend1 = self.decomposition(x + self.dropout(self.self_correlation(x, x, x)))
         x, trend2 = self.decomposition(x + self.dropout(self.cross_correlation(x, memory, memory)))
         x, trend3 = self.decomposition(x + self.feed_forward(x))
-        trend = self.trend_projection((trend1 + trend2 + trend3).transpose(1, 2)).transpose(1, 2)
+        trend = circular_conv1d(trend1 + trend2 + trend3, self.trend_projection.weight)
         return x, trend
 
 
