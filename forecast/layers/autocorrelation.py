@@ -134,7 +134,7 @@ class AutoCorrelationLayer(nn.Module):
       ``G = (X·(Wkᵀ·Wq)ᵀ + Wkᵀ·bq)·Yᵀ + (X·Wqᵀ·bk + bq·bk)·1ᵀ``: one ``d -> d + 1`` projection of the
       queries' input and a product with the keys' raw input;
     * the values are only rolled, weighted and summed (the mixing matrix ``A``) before the output
-      map, so ``Wo·(A·(Y·Wvᵀ + bv)) + bo = (A·Y)·(Wo·Wv)ᵀ + (A·1)·(Wo·bv)ᵀ + bo``: the raw keys are
+      map, so ``Wo·(A·(Y·Wvᵀ + bv)) + bo = (A·Y)·(Wo·Wv)ᵀ + (A·1)·(Wo·bv)ᵀ + bo``: the raw values are
       aggregated and projected once.
 
     The same function and the same parameters (a checkpoint of either form loads in the other),
