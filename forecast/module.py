@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import pytorch_lightning as pl
@@ -144,10 +145,33 @@ class ForecastModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
+    def _fused_step(self) -> dict:
+        """``{"fused": True}`` where torch's Adam or AdamW can take the step as one fused kernel.
+
+        The default step on the CPU loops over the parameters, a dozen passes over each; the fused
+        kernel makes one and computes the same update up to float rounding. Autoformer's 10.5 M
+        parameters: 83 ms a step -> 18-25 ms at 1 thread (docs/speed.md). Left as configured when
+        the config names ``fused`` or ``foreach`` itself, for other optimisers, for parameters
+        that are not float32/float64 on the CPU or CUDA, and with gradient clipping under mixed
+        precision (Lightning refuses to clip for an optimiser that unscales its own gradients).
+        """
+        factory = self.optimizer_factory
+        if not isinstance(factory, functools.partial) or factory.func not in (torch.optim.Adam, torch.optim.AdamW):
+            return {}
+        if {"fused", "foreach"} & factory.keywords.keys():
+            return {}
+        params = list(self.parameters())
+        if not params or any(p.device.type not in ("cpu", "cuda") or p.dtype not in (torch.float32, torch.float64) for p in params):
+            return {}
+        trainer = self._trainer
+        if trainer is not None and trainer.gradient_clip_val and "mixed" in str(trainer.precision):
+            return {}
+        return {"fused": True}
+
     def configure_optimizers(self):
         # networks that give their parameters roles (ETSformer's smoothing rates) name the groups
         groups = self.network.param_groups()
-        optimizer = self.optimizer_factory(groups if groups is not None else self.parameters())
+        optimizer = self.optimizer_factory(groups if groups is not None else self.parameters(), **self._fused_step())
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
