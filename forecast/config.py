@@ -75,6 +75,7 @@ class TrainConfig:
     data_dir: str = "data"
     seed: int = 2021
     num_threads: Optional[int] = None
+    malloc_keep_mb: int = 256
     train: bool = True
     test: bool = True
     validate: bool = False

@@ -61,10 +61,12 @@ def main() -> None:
     import pytorch_lightning as pl
 
     from forecast.config import compose_train
+    from forecast.memory import keep_freed_memory
     from forecast.pipelines.train import build_data, build_module
 
     load_before = os.getloadavg()[0]
     cfg = compose_train(["logger=none", *args.overrides])
+    keep_freed_memory(int(cfg.malloc_keep_mb or 0))  # as train.py runs
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule = build_data(cfg)
     datamodule.setup("fit")

@@ -40,10 +40,12 @@ def measure_speed(overrides: list[str], threads: int, warmup: int, iters: int) -
     import pytorch_lightning as pl
 
     from forecast.config import compose_train
+    from forecast.memory import keep_freed_memory
     from forecast.pipelines.train import build_data, build_module
 
     torch.set_num_threads(threads)
     cfg = compose_train(["logger=none", *overrides])
+    keep_freed_memory(int(cfg.malloc_keep_mb or 0))  # as train.py runs
     pl.seed_everything(cfg.seed, verbose=False)
     datamodule = build_data(cfg)
     module = build_module(cfg, datamodule)

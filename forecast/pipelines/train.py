@@ -20,6 +20,7 @@ from forecast import intervals, quantiles, tracking
 from forecast.config import Recommendation, model_recommendations
 from forecast.data.datamodule import ForecastDataModule
 from forecast.errors import ConfigError, DataError, config_error
+from forecast.memory import keep_freed_memory
 from forecast.models.base import Network
 from forecast.module import ForecastModule
 from forecast.plots import decomposition_figure, forecast_figure, shown_channels
@@ -372,11 +373,13 @@ def tag_recommendations(logger, found: list[Recommendation], model: str) -> None
 
 
 def prepare(cfg: DictConfig) -> list[str]:
-    """The start of every run (a training, each refit of a backtest): torch threads, the seed,
+    """The start of every run (a training, each refit of a backtest): torch threads, malloc's
+    thresholds (:func:`forecast.memory.keep_freed_memory`), the seed,
     and the debug checks (a debug run refuses ``record``/``register`` and logs to
     ``<experiment>-debug``). Returns :func:`forecast.tracking.debug_reasons`."""
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
+    keep_freed_memory(int(cfg.get("malloc_keep_mb") or 0))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     debug = tracking.mark_debug(cfg)
     if debug:
