@@ -3,7 +3,8 @@
 glibc's ``malloc`` serves a block of 32 MB or more (the most its adaptive threshold reaches) with a
 fresh ``mmap`` and hands it back to the system when freed, so a tensor of that size costs a page
 fault on every 4 KB the next time it is written: Autoformer's decoder feed-forward tensors
-(``[32, 144, 2048]`` floats, 38 MB) are allocated seven times a training step, and a product
+(``[32, 144, 2048]`` floats, 38 MB: the hidden activation, its GELU, dropout mask and output, and
+their gradients) are allocated afresh every training step, and a product
 written into a fresh one took 16.5 ms against 7 ms into memory the process already had (1 thread,
 docs/speed.md). :func:`keep_freed_memory` raises the ``mmap`` threshold so that such blocks come from
 the heap, and the trim threshold so that the heap keeps them once freed.
