@@ -150,7 +150,7 @@ class ForecastModule(pl.LightningModule):
 
         The default step on the CPU loops over the parameters, a dozen passes over each; the fused
         kernel makes one and computes the same update up to float rounding. Autoformer's 10.5 M
-        parameters: 83 ms a step -> 18-25 ms at 1 thread (docs/speed.md). Left as configured when
+        parameters: about 95 ms a step -> 26 ms at 1 thread (docs/speed.md). Left as configured when
         the config names ``fused`` or ``foreach`` itself, for other optimisers, for parameters
         that are not float32/float64 on the CPU or CUDA, and with gradient clipping under mixed
         precision (Lightning refuses to clip for an optimiser that unscales its own gradients).
