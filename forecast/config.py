@@ -253,6 +253,7 @@ class PeerConfig:
     dpad: Optional[str] = None         # or, for models=[dpad]: a checkout of the official D-PAD code
     revision: Optional[str] = None     # or: this repository at a git revision (before / after a change)
     reference_overrides: List[str] = field(default_factory=list)  # with revision: train.py overrides of the reference side only
+    same_malloc: bool = True           # TSLib / D-PAD: the reference gets our malloc_keep_mb thresholds (glibc's environment)
     python: Optional[str] = None       # the interpreter of its environment (null: this one)
     commit: str = ""                   # the commit the pairs were written for (recorded where the checkout is no git clone)
     dpad_commit: str = ""              # the D-PAD commit the harness's arguments follow (recorded likewise)

@@ -35,6 +35,15 @@ def _libc():
         return None
 
 
+def glibc_environment(megabytes: int) -> dict[str, str]:
+    """The same thresholds as :func:`keep_freed_memory` as glibc's environment variables, for a
+    process this project does not start itself (the side-by-side reference); ``0``: none."""
+    if megabytes <= 0:
+        return {}
+    size = int(megabytes) << 20
+    return {"MALLOC_MMAP_THRESHOLD_": str(size), "MALLOC_TRIM_THRESHOLD_": str(2 * size)}
+
+
 def keep_freed_memory(megabytes: int) -> bool:
     """Blocks below ``megabytes`` from the heap, and freed ones kept up to twice that; ``0``: leave
     malloc as it is. Returns whether the thresholds were set (glibc on Linux only). Setting them

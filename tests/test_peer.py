@@ -140,12 +140,13 @@ def test_a_peer_run_writes_one_row_per_model_from_the_two_processes(tmp_path, mo
     checkout = tmp_path / "tslib"
     checkout.mkdir()
     _fake_checkout(checkout)
-    calls = []
+    calls, mallocs = [], []
     times = {"ours": iter([1.0, 1.2]), "ref": iter([2.0, 2.2])}
 
     def fake_run(command, cwd, env, capture_output, text):
         reference = command[1].endswith("tslib_step.py")
         calls.append(("ref" if reference else "ours", Path(cwd), env["OMP_NUM_THREADS"], env.get("PYTHONDONTWRITEBYTECODE")))
+        mallocs.append(("ref" if reference else "ours", env.get("MALLOC_MMAP_THRESHOLD_"), env.get("MALLOC_TRIM_THRESHOLD_")))
         result = _reference(next(times["ref"])) if reference else _ours(next(times["ours"]), threads=2)
         return subprocess.CompletedProcess(command, 0, stdout="log line\n" + json.dumps(result) + "\n", stderr="")
 
@@ -161,8 +162,43 @@ def test_a_peer_run_writes_one_row_per_model_from_the_two_processes(tmp_path, mo
     (row,) = records.read_csv(speed_csv)
     assert (row["model"], row["threads"], row["s_per_iter"], row["reference_s_per_iter"], row["speedup"]) == (
         "autoformer", "2", "1.1", "2.1", "1.91")
-    assert row["reference"] == "TSLib 4e938a1 Autoformer"  # a copied snapshot: the pinned commit
+    # the reference runs with our malloc thresholds (malloc_keep_mb=256: 256 MB and twice that), ours sets its own
+    assert {m for m in mallocs if m[0] == "ref"} == {("ref", str(256 << 20), str(512 << 20))}
+    assert {m for m in mallocs if m[0] == "ours"} == {("ours", None, None)}
+    # a copied snapshot: the pinned commit; the label names the setting
+    assert row["reference"] == ("TSLib 4e938a1 Autoformer "
+                                "(MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912)")
     assert row["command"].startswith("python scripts/benchmark.py mode=peer \"models=[autoformer]\"")
+
+
+@pytest.mark.parametrize("given, threshold", [(["peer.same_malloc=false"], None), (["--", "malloc_keep_mb=64"], str(64 << 20)),
+                                              (["--", "malloc_keep_mb=0"], None)])
+def test_the_reference_gets_our_malloc_thresholds_unless_told_not_to(tmp_path, monkeypatch, given, threshold):
+    """``peer.same_malloc=false``: each side as it ships; our side's ``malloc_keep_mb`` (after ``--``)
+    is what the reference gets, and 0 gives it nothing."""
+    checkout = tmp_path / "tslib"
+    checkout.mkdir()
+    _fake_checkout(checkout)
+    seen = []
+
+    def fake_run(command, cwd, env, capture_output, text):
+        reference = command[1].endswith("tslib_step.py")
+        if reference:
+            seen.append(env.get("MALLOC_MMAP_THRESHOLD_"))
+        return subprocess.CompletedProcess(command, 0, stdout=json.dumps(_reference(2.0) if reference else _ours(1.0)),
+                                           stderr="")
+
+    monkeypatch.setattr(peer.subprocess, "run", fake_run)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    speed_csv = tmp_path / "speed.csv"
+    options, train = (given, []) if given[0] != "--" else ([], given[1:])
+    cfg = _benchmark(["mode=peer", "models=[autoformer]", f"peer.tslib={checkout}", f"speed_csv={speed_csv}",
+                      "render=false", "peer.rounds=1", *options, f"overrides=[{','.join(repr(t) for t in train)}]"])
+    assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 0
+    assert seen == [threshold]
+    (row,) = records.read_csv(speed_csv)
+    assert row["reference"] == "TSLib 4e938a1 Autoformer" + (
+        f" (MALLOC_MMAP_THRESHOLD_={threshold} MALLOC_TRIM_THRESHOLD_={2 * int(threshold)})" if threshold else "")
 
 
 def test_peer_revision_times_our_code_at_that_commit_beside_the_working_tree(tmp_path, monkeypatch):
@@ -287,7 +323,7 @@ def test_the_dpad_reference_is_the_official_step_in_its_checkout_at_our_paper_se
     assert all(c[2] == REPO and c[1][1] == str(REPO / "scripts" / "benchmark.py") for c in ours)
     (row,) = records.read_csv(speed_csv)
     assert (row["model"], row["reference"], row["s_per_iter"], row["reference_s_per_iter"], row["speedup"]) == (
-        "dpad", "D-PAD 718fc3e DPAD_SE", "2.1", "3.2", "1.52")
+        "dpad", "D-PAD 718fc3e DPAD_SE (MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912)", "2.1", "3.2", "1.52")
     assert row["command"].startswith("python scripts/benchmark.py mode=peer \"models=[dpad]\"")
 
 

@@ -18,7 +18,10 @@ parser. For ``models=[dpad]`` it can be the official D-PAD code (XYBbo5/D-PAD, `
 timed likewise by ``scripts/peers/dpad_step.py``, both sides at our paper configuration of the
 cell (look-back 336, batch 512), the official arguments read from it. Ours is timed by
 :func:`forecast.pipelines.benchmark.measure_speed` (the real Trainer and ``ForecastModule``,
-Lightning's overhead included). Nothing of the reference is imported here or copied into the
+Lightning's overhead included), which sets glibc's malloc thresholds itself (``malloc_keep_mb``);
+with ``peer.same_malloc`` (the default) a TSLib or D-PAD process gets the same thresholds through
+glibc's environment variables and its label in the row says so, so that the ratio is one of code
+and not of a process setting that any user of the reference can give it. Nothing of the reference is imported here or copied into the
 project.
 """
 
@@ -306,6 +309,7 @@ def run(cfg, script: Path, repo: Path, cells: list[tuple[str, str, int]], speed_
 
 def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[Path, str] | None = None) -> int:
     from forecast.config import compose_train
+    from forecast.memory import glibc_environment
     from forecast.pipelines.benchmark import cell_overrides, to_absolute
 
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
@@ -328,6 +332,7 @@ def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[
         # absolute: the reference runs in its own checkout
         root_path = str(Path(to_absolute(str(cfg.peer.root_path))) if cfg.peer.root_path else repo / "data" / "ETT-small") + "/"
         reference_env = {**env, "PYTHONDONTWRITEBYTECODE": "1"}  # leave the checkout as it is
+        same_malloc = bool(cfg.peer.same_malloc)
     failed = 0
     for model, dataset, horizon in cells:
         cell = cell_overrides(model, dataset, horizon, repo / "conf")
@@ -337,6 +342,7 @@ def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[
             overrides = our_overrides(cfg, cell)
         spec = {"overrides": overrides, "threads": cfg.threads, "warmup": cfg.warmup, "iters": cfg.iters}
         ours = [sys.executable, str(script), "--measure", json.dumps(spec)]
+        cell_env = reference_env
         if revision:
             reference_overrides = [*map(str, cfg.peer.get("reference_overrides") or [])]
             theirs = {**spec, "overrides": [*overrides, *reference_overrides]}
@@ -351,13 +357,18 @@ def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[
                 label = f"TSLib {commit[:7]} {cfg.peer.pairs[model].model}"
             reference = [python, str(repo / "scripts" / "peers" / step), str(cfg.threads), str(cfg.warmup),
                          str(cfg.iters), *arguments]
+            # our process sets glibc's malloc thresholds itself (malloc_keep_mb); the reference gets the same
+            malloc = glibc_environment(int(compose_train(overrides).get("malloc_keep_mb") or 0)) if same_malloc else {}
+            cell_env = {**reference_env, **malloc}
+            if malloc:
+                label += f" ({' '.join(f'{k}={v}' for k, v in malloc.items())})"
         print(f"[{model} {dataset} {horizon}] {cfg.peer.rounds} interleaved rounds, {cfg.threads} thread(s)\n"
               f"  ours: {' '.join(overrides)}\n  reference (in {where}): {shlex.join(reference[1:])}", flush=True)
         if cfg.dry_run:
             continue
         measure = {
             OURS: lambda: _last_json(subprocess.run(ours, cwd=repo, env=env, capture_output=True, text=True), "ours"),
-            REFERENCE: lambda: _last_json(subprocess.run(reference, cwd=where, env=reference_env, capture_output=True,
+            REFERENCE: lambda: _last_json(subprocess.run(reference, cwd=where, env=cell_env, capture_output=True,
                                                          text=True), "the reference"),
         }
         try:
