@@ -363,7 +363,9 @@ def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[
             if malloc:
                 label += f" ({' '.join(f'{k}={v}' for k, v in malloc.items())})"
         print(f"[{model} {dataset} {horizon}] {cfg.peer.rounds} interleaved rounds, {cfg.threads} thread(s)\n"
-              f"  ours: {' '.join(overrides)}\n  reference (in {where}): {shlex.join(reference[1:])}", flush=True)
+              f"  ours: {' '.join(overrides)}\n  reference (in {where}): {shlex.join(reference[1:])}"
+              + "".join(f"\n  reference environment: {k}={v}" for k, v in cell_env.items() if k.startswith("MALLOC_")),
+              flush=True)
         if cfg.dry_run:
             continue
         measure = {
