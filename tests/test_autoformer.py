@@ -219,6 +219,16 @@ def test_random_int16_is_uniform_in_every_lane_of_the_64_bit_draws():
     assert random_int16(torch.Size([3, 5, 7])).shape == (3, 5, 7)
 
 
+def test_random_int16_repeats_under_torch_seed_and_differs_between_draws():
+    """The words come from a generator seeded by torch's: a seeded run draws the same masks again,
+    and two draws of one run differ."""
+    torch.manual_seed(7)
+    first, second = random_int16(torch.Size([1000])), random_int16(torch.Size([1000]))
+    torch.manual_seed(7)
+    assert torch.equal(random_int16(torch.Size([1000])), first)
+    assert (first != second).float().mean() > 0.99
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cpu_dropout_keeps_the_dtype_and_scales_kept_values_exactly(dtype):
     """A kept value is ``x * (1 / (1 - p))`` rounded once in the input's dtype (bf16 under
