@@ -151,6 +151,8 @@ def test_a_peer_run_writes_one_row_per_model_from_the_two_processes(tmp_path, mo
         return subprocess.CompletedProcess(command, 0, stdout="log line\n" + json.dumps(result) + "\n", stderr="")
 
     monkeypatch.setattr(peer.subprocess, "run", fake_run)
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)
     speed_csv = tmp_path / "out" / "speed.csv"
     cfg = _benchmark(["mode=peer", "models=[autoformer]", "threads=2", f"peer.tslib={checkout}",
                       f"speed_csv={speed_csv}", "render=false"])
@@ -171,7 +173,8 @@ def test_a_peer_run_writes_one_row_per_model_from_the_two_processes(tmp_path, mo
     assert row["command"].startswith("python scripts/benchmark.py mode=peer \"models=[autoformer]\"")
 
 
-@pytest.mark.parametrize("given, threshold", [(["peer.same_malloc=false"], None), (["--", "malloc_keep_mb=64"], str(64 << 20)),
+@pytest.mark.parametrize("given, threshold", [(["peer.same_malloc=false"], None),
+                                              (["--", "malloc_keep_mb=64"], str(64 << 20)),
                                               (["--", "malloc_keep_mb=0"], None)])
 def test_the_reference_gets_our_malloc_thresholds_unless_told_not_to(tmp_path, monkeypatch, given, threshold):
     """``peer.same_malloc=false``: each side as it ships; our side's ``malloc_keep_mb`` (after ``--``)
@@ -323,7 +326,8 @@ def test_the_dpad_reference_is_the_official_step_in_its_checkout_at_our_paper_se
     assert all(c[2] == REPO and c[1][1] == str(REPO / "scripts" / "benchmark.py") for c in ours)
     (row,) = records.read_csv(speed_csv)
     assert (row["model"], row["reference"], row["s_per_iter"], row["reference_s_per_iter"], row["speedup"]) == (
-        "dpad", "D-PAD 718fc3e DPAD_SE (MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912)", "2.1", "3.2", "1.52")
+        "dpad", "D-PAD 718fc3e DPAD_SE (MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=536870912)",
+        "2.1", "3.2", "1.52")
     assert row["command"].startswith("python scripts/benchmark.py mode=peer \"models=[dpad]\"")
 
 

@@ -21,8 +21,8 @@ cell (look-back 336, batch 512), the official arguments read from it. Ours is ti
 Lightning's overhead included), which sets glibc's malloc thresholds itself (``malloc_keep_mb``);
 with ``peer.same_malloc`` (the default) a TSLib or D-PAD process gets the same thresholds through
 glibc's environment variables and its label in the row says so, so that the ratio is one of code
-and not of a process setting that any user of the reference can give it. Nothing of the reference is imported here or copied into the
-project.
+and not of a process setting that any user of the reference can give it. Nothing of the reference
+is imported here or copied into the project.
 """
 
 from __future__ import annotations
