@@ -35,26 +35,32 @@ def _libc():
         return None
 
 
+def _thresholds(megabytes: int) -> tuple[int, int] | None:
+    """glibc's ``mmap`` and trim thresholds in bytes for ``megabytes`` (trim twice the first); ``0``: none."""
+    return None if megabytes <= 0 else (int(megabytes) << 20, int(megabytes) << 21)
+
+
 def glibc_environment(megabytes: int) -> dict[str, str]:
     """The same thresholds as :func:`keep_freed_memory` as glibc's environment variables, for a
     process this project does not start itself (the side-by-side reference); ``0``: none."""
-    if megabytes <= 0:
+    thresholds = _thresholds(megabytes)
+    if thresholds is None:
         return {}
-    size = int(megabytes) << 20
-    return {"MALLOC_MMAP_THRESHOLD_": str(size), "MALLOC_TRIM_THRESHOLD_": str(2 * size)}
+    return {"MALLOC_MMAP_THRESHOLD_": str(thresholds[0]), "MALLOC_TRIM_THRESHOLD_": str(thresholds[1])}
 
 
 def keep_freed_memory(megabytes: int) -> bool:
     """Blocks below ``megabytes`` from the heap, and freed ones kept up to twice that; ``0``: leave
     malloc as it is. Returns whether the thresholds were set (glibc on Linux only). Setting them
     fixes them: glibc no longer adapts its thresholds for the rest of the process."""
-    if megabytes <= 0:
+    thresholds = _thresholds(megabytes)
+    if thresholds is None:
         return False
     libc = _libc()
     if libc is None:
         return False
-    size = int(megabytes) << 20
-    ok = bool(libc.mallopt(M_MMAP_THRESHOLD, size)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2 * size))
+    mmap, trim = thresholds
+    ok = bool(libc.mallopt(M_MMAP_THRESHOLD, mmap)) and bool(libc.mallopt(M_TRIM_THRESHOLD, trim))
     if not ok:
         log.debug("mallopt refused the thresholds of %d MB", megabytes)
     return ok

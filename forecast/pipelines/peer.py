@@ -349,8 +349,9 @@ def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[
             reference = [sys.executable, str(where / "scripts" / "benchmark.py"), "--measure", json.dumps(theirs)]
             label = " ".join([f"forecast {commit[:7]}", *reference_overrides])  # and the reference's own overrides
         else:
-            if dpad:  # the official arguments of our composed configuration of the cell
-                step, arguments = "dpad_step.py", dpad_arguments(compose_train(overrides), dataset, root_path)
+            train = compose_train(overrides)  # our composed configuration of the cell
+            if dpad:  # the official arguments of it
+                step, arguments = "dpad_step.py", dpad_arguments(train, dataset, root_path)
                 label = f"D-PAD {commit[:7]} {arguments[arguments.index('--model') + 1]}"
             else:
                 step, arguments = "tslib_step.py", tslib_arguments(cfg, model, dataset, horizon, root_path)
@@ -358,7 +359,7 @@ def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[
             reference = [python, str(repo / "scripts" / "peers" / step), str(cfg.threads), str(cfg.warmup),
                          str(cfg.iters), *arguments]
             # our process sets glibc's malloc thresholds itself (malloc_keep_mb); the reference gets the same
-            malloc = glibc_environment(int(compose_train(overrides).get("malloc_keep_mb") or 0)) if same_malloc else {}
+            malloc = glibc_environment(int(train.get("malloc_keep_mb") or 0)) if same_malloc else {}
             cell_env = {**reference_env, **malloc}
             if malloc:
                 label += f" ({' '.join(f'{k}={v}' for k, v in malloc.items())})"
