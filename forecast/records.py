@@ -171,18 +171,52 @@ def duplicates(rows: list[dict]) -> list[tuple[int, int]]:
 
 
 # -------------------------------------------------------- recording a run
-# network options that change how a run is computed, not what it computes
-NOT_A_VARIANT = {"workers", "progress", "backend"}
+# command-line options that leave what a row measures as the experiment defines it: where data and
+# records live, what is logged, how and on what it runs (the machine and precision columns say), and
+# what the row's own columns already say (dataset, shapes, seed, protocol). Any other option (a
+# network option, module.* such as the learning rate, schedule, trainer.max_epochs, callbacks.*,
+# init_from, …) makes the run a variant, recorded apart from the paper setting.
+SAME_RESULT = {
+    "seed", "num_threads", "malloc_keep_mb", "data_dir", "record", "train", "test", "validate", "ckpt_path",
+    "paper_compat", "paper_quirks.test_last_epoch", "plot_windows", "log_model",
+    "register", "register_name", "alias", "train_command", "experiment", "model", "data", "logger", "trainer",
+    "data.seq_len", "data.pred_len", "data.features", "data.num_workers",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps", "trainer.accelerator",
+    "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.precision",
+    "model.workers", "model.progress", "model.backend",
+}
+SAME_RESULT_PREFIXES = ("hydra.", "logger.", "tags.", "intervals.")
 
 
-def model_variant() -> str:
-    """The network options set on the command line, e.g. ``decomposition=atcd`` for
-    ``model.decomposition=atcd`` (empty when the model file and experiment are used as they
-    are; options in ``NOT_A_VARIANT`` do not count)."""
+def variant_options(overrides: list[str]) -> list[str]:
+    """The options among command-line ``overrides`` that change what a run measures (see
+    ``SAME_RESULT``): a network option without its ``model.`` prefix (``decomposition=atcd``), any
+    other in full (``module.optimizer.lr=1e-4``)."""
+    out = []
+    for option in overrides:
+        option = option.lstrip("+~")
+        key = option.split("=", 1)[0]
+        if key in SAME_RESULT or key.startswith(SAME_RESULT_PREFIXES):
+            continue
+        out.append(option[len("model."):] if key.startswith("model.") else option)
+    return out
+
+
+def run_variant(train_command: str, overrides: list[str]) -> str:
+    """What makes a run a variant of its experiment, e.g. ``decomposition=atcd`` or
+    ``module.optimizer.lr=1e-4``; empty when the experiment is used as it is. The options of
+    ``train_command`` (the run that trained the tested weights) come first, then those of the run's
+    own ``overrides`` on other keys."""
+    options = variant_options(parse_command(train_command)[1][2:]) if train_command else []
+    keys = {o.split("=", 1)[0] for o in options}
+    return ",".join(options + [o for o in variant_options(overrides) if o.split("=", 1)[0] not in keys])
+
+
+def model_variant(train_command: str = "") -> str:
+    """:func:`run_variant` of this Hydra run (empty outside one)."""
     if not HydraConfig.initialized():
         return ""
-    options = [o.lstrip("+~").split(".", 1)[1] for o in HydraConfig.get().overrides.task if o.lstrip("+~").startswith("model.")]
-    return ",".join(o for o in options if o.split("=", 1)[0] not in NOT_A_VARIANT)
+    return run_variant(train_command, list(HydraConfig.get().overrides.task))
 
 
 def trained_epochs(ckpt_path: str | Path | None) -> int:
@@ -249,8 +283,9 @@ def record_accuracy(cfg: DictConfig, metrics: dict[str, float], train_command: s
     epochs it ran (``None``: it did not train). The tested weights are, after training, the best
     checkpoint or (``paper_compat`` with ``paper_quirks.test_last_epoch``) the last epoch; without
     training, ``ckpt_path`` (``last.ckpt``: the last epoch). A run that changes network options on
-    the command line is recorded as a variant, ``karma[decomposition=atcd]``, so its rows are
-    summarised apart from the paper setting's. A live row of the same setting and seed is marked
+    the command line (or whose weights were trained so) is recorded as a variant,
+    ``karma[decomposition=atcd]``, ``karma[module.optimizer.lr=1e-4]`` (:func:`variant_options`), so
+    its rows are summarised apart from the paper setting's. A live row of the same setting and seed is marked
     superseded by this one."""
     path = Path(cfg.record)
     model = tracking.model_name(cfg)
@@ -266,7 +301,7 @@ def record_accuracy(cfg: DictConfig, metrics: dict[str, float], train_command: s
         epochs = trained_epochs(cfg.ckpt_path)
         sibling = Path(str(cfg.ckpt_path)).with_name("last.ckpt") if cfg.ckpt_path else None
         epochs_run = trained_epochs(sibling) if sibling and sibling.exists() else ("" if cfg.ckpt_path else 0)
-    variant = model_variant()
+    variant = model_variant(train_command)
     row = {
         "model": f"{model}[{variant}]" if variant else model, "dataset": cfg.data.name, "features": cfg.data.features,
         "seq_len": cfg.data.seq_len, "pred_len": cfg.data.pred_len,
@@ -408,7 +443,10 @@ def render_readme(folder: Path) -> Path:
         "`Δ mse` is relative to the published value; `epochs` counts the epochs that trained the tested",
         "weights (0: not trained, e.g. the classical baselines; blank: not recorded), `epochs_run` those the",
         "training ran; `train_command` is the command that trained the tested weights. Rows marked",
-        "`superseded` (the reason is in `notes`) are kept for the record and count in no summary.",
+        "`superseded` (the reason is in `notes`) are kept for the record and count in no summary. A run",
+        "that changed what its experiment measures (a network option, the learning rate, the epochs, …;",
+        "`forecast.records.SAME_RESULT` lists the options that do not) is a variant, named in its model",
+        "column (`karma[decomposition=atcd]`, `karma[module.optimizer.lr=1e-4]`) and summarised apart.",
         "",
     ]
     if rows:

@@ -171,15 +171,51 @@ SMALL = ["trainer.max_epochs=1", "logger=none", "data.seq_len=48", "data.pred_le
 
 
 @pytest.mark.filterwarnings("ignore:Checkpoint directory .* exists")
-def test_a_repeated_seed_supersedes_the_earlier_row(make_config, tmp_path):
+def test_a_repeated_seed_supersedes_the_earlier_row_and_a_variant_does_not(make_config, tmp_path):
     record = tmp_path / "bench" / "accuracy.csv"
-    for lr in ("1e-4", "1e-3"):  # a re-run after a change: same setting and seed
-        run(make_config(*SMALL, "seed=7", f"module.optimizer.lr={lr}", f"record={record}"))
+    for _ in range(2):  # a re-run (after a code change): same setting and seed
+        run(make_config(*SMALL, "seed=7", f"record={record}"))
+    run(make_config(*SMALL, "seed=7", "module.optimizer.lr=1e-3", f"record={record}"))  # not the experiment's rate
     rows = pd.read_csv(record, dtype=str, keep_default_na=False)
-    assert rows["superseded"].tolist() == ["true", "false"]
+    assert rows["superseded"].tolist() == ["true", "false", "false"]
     assert "the later run is kept" in rows["notes"].iloc[0] and rows["notes"].iloc[1] == ""
+    assert rows["model"].tolist() == ["dlinear[trainer.max_epochs=1]"] * 2 + \
+        ["dlinear[trainer.max_epochs=1,module.optimizer.lr=1e-3]"]
     assert (rows["train_command"] == rows["command"] + f" hydra.run.dir={tmp_path / 'run'}").all()
-    assert rows["protocol"].tolist() == ["every-window"] * 2 and rows["epochs"].tolist() == ["1", "1"]
+    assert rows["protocol"].tolist() == ["every-window"] * 3 and rows["epochs"].tolist() == ["1", "1", "1"]
+    # testing those weights without the option on its own command line is still the variant
+    trained = rows["train_command"].iloc[2]
+    run(make_config(*SMALL, "seed=7", "train=false", f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
+                    "paper_compat=true", f"record={record}", f"+train_command='{trained}'"))
+    tested = pd.read_csv(record, dtype=str, keep_default_na=False).iloc[3]
+    assert tested["model"] == "dlinear[trainer.max_epochs=1,module.optimizer.lr=1e-3]" and tested["superseded"] == "false"
+
+
+def test_what_makes_a_run_a_variant():
+    plain = ["experiment=karma_exchange_96", "seed=2022", "num_threads=1", "data_dir=../shared/data",
+             "record=benchmarks/accuracy.csv", "trainer.enable_progress_bar=false", "trainer=cpu_fast", "paper_compat=true",
+             "trainer.precision=bf16-mixed", "hydra.run.dir=outputs/x", "logger=none", "+tags.purpose=check",
+             "model.workers=1", "data.pred_len=192", "ckpt_path=outputs/x/checkpoints/last.ckpt", "train=false"]
+    assert records.variant_options(plain) == []
+    assert records.variant_options([*plain, "model.decomposition=atcd", "module.optimizer.lr=1e-4", "schedule=none",
+                                    "trainer.max_epochs=3", "callbacks.early_stopping.patience=10", "init_from=w.ckpt",
+                                    "data.batch_size=8", "+model.extra=1"]) == \
+        ["decomposition=atcd", "module.optimizer.lr=1e-4", "schedule=none", "trainer.max_epochs=3",
+         "callbacks.early_stopping.patience=10", "init_from=w.ckpt", "data.batch_size=8", "extra=1"]
+    # a tested checkpoint carries its training's options; its own add only other keys
+    trained = "python train.py experiment=dpad_etth2_720 model.dropout=0.6 seed=2021 hydra.run.dir=outputs/d"
+    assert records.run_variant(trained, ["train=false", "model.dropout=0.5", "schedule=none"]) == "dropout=0.6,schedule=none"
+    assert records.run_variant("", ["seed=1"]) == ""
+
+
+def test_every_accuracy_row_names_the_variant_its_commands_ran():
+    """A row whose training or test changed what the experiment measures (a network option, the
+    learning rate, the epochs, …) says so in its model column, so it is never summarised as the
+    paper setting."""
+    for line, row in enumerate(ACCURACY, start=2):
+        variant = records.run_variant(row["train_command"], records.parse_command(row["command"])[1][2:])
+        want = f"{_model_class(row)}[{variant}]" if variant else _model_class(row)
+        assert row["model"] == want, f"line {line}: its commands make it {want}"
 
 
 def test_testing_a_checkpoint_without_its_training_command_stops_before_testing(make_config, tmp_path):
