@@ -237,5 +237,5 @@ def test_a_recorded_run_is_a_variant_and_validates_on_mse(make_config, tmp_path)
     cfg = make_config("model=karma", "model.d_model=16", "model.d_state=2", "data.pred_len=24", "trainer.max_epochs=1",
                       "logger=none", f"record={record}")
     metrics = run(cfg)
-    assert record.read_text().splitlines()[1].startswith('"karma[d_model=16,d_state=2]",etth1,M,96,24,')
+    assert record.read_text().splitlines()[1].startswith('"karma[d_model=16,d_state=2,trainer.max_epochs=1]",etth1,M,96,24,')
     assert "test/loss" not in metrics  # it would repeat test/mse: the validation and test criterion is the MSE
