@@ -92,8 +92,8 @@ class QuantileNetwork(Network):
         self.quantiles_grid = check_grid(quantiles)
         self.median = self.quantiles_grid.index(0.5)
         self.seq_len, self.pred_len = int(seq_len), int(pred_len)
-        self.uses_time_features = bool(type(network).uses_time_features)
-        self.channel_independent = bool(type(network).channel_independent)
+        self.uses_time_features = bool(network.uses_time_features)
+        self.channel_independent = bool(network.channel_independent)
         n_offsets = len(self.quantiles_grid) - 1
         self.head = nn.Linear(2 * self.seq_len, self.pred_len * n_offsets) if n_offsets else None
 

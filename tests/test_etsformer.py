@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from forecast.errors import ConfigError
+from forecast.layers.embedding import DataEmbedding, sinusoidal_positions
 from forecast.layers import exponential_smoothing
 from forecast.layers.exponential_smoothing import (
     DampingLayer,
@@ -176,6 +177,32 @@ def test_official_configuration_has_the_published_parameter_count():
     assert sum(p.numel() for p in ETSformer(96, 96, 7).parameters()) == 5_279_839  # reference/models.md §3.7
 
 
+def test_the_tslib_embedding_adds_calendar_and_position_to_the_circular_value_convolution():
+    """embedding=tslib: Conv1d (kernel 3, circular, no bias) of the values + Linear (no bias) of
+    the calendar features + the sinusoid sin(t·ω_i), cos(t·ω_i), ω_i = 10000^(-2i/d)."""
+    torch.manual_seed(0)
+    embed = DataEmbedding(3, 4, 8, dropout=0.0, position=True)
+    x, x_mark = torch.randn(2, 10, 3), torch.rand(2, 10, 4)
+    conv = torch.nn.functional.conv1d(torch.nn.functional.pad(x.transpose(1, 2), (1, 1), mode="circular"), embed.value.weight)
+    t = torch.arange(10.0)[:, None]
+    omega = 10000.0 ** (-torch.arange(0, 8, 2) / 8)
+    position = torch.stack([torch.sin(t * omega), torch.cos(t * omega)], dim=-1).reshape(10, 8)  # sin, cos interleaved
+    expected = conv.transpose(1, 2) + x_mark @ embed.calendar.weight.T + position
+    torch.testing.assert_close(embed(x, x_mark), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(sinusoidal_positions(10, 8), position, rtol=0, atol=1e-6)
+    assert sinusoidal_positions(4, 5).shape == (4, 5)  # an odd width keeps its last sine
+
+
+def test_the_tslib_embedding_reads_the_calendar_and_adds_only_its_parameters():
+    official, tslib = ETSformer(96, 96, 7), ETSformer(96, 96, 7, embedding="tslib", mark_dim=4)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(tslib) - count(official) == 4 * 512  # the calendar's linear map; the value convolutions match
+    assert not official.uses_time_features and tslib.uses_time_features and not ETSformer.uses_time_features
+    model = small(seq_len=24, pred_len=6, enc_in=2, embedding="tslib", mark_dim=4).eval()
+    x, mark = torch.randn(2, 24, 2), torch.rand(2, 24, 4)
+    assert not torch.allclose(model(x, mark), model(x, mark.flip(1)))
+
+
 def small(**kw):
     args = dict(d_model=16, n_heads=2, d_ff=32, e_layers=2, k=2, dropout=0.1)
     return ETSformer(**{**args, **kw})
@@ -224,6 +251,8 @@ def test_augmentation_only_in_training():
     (dict(n_heads=3), r"divisible by n_heads \(3\)\. Fix:"),
     (dict(k=-1), r"k \(frequencies kept\) must be >= 0, got -1\. Fix:"),
     (dict(e_layers=0), r"model.e_layers=0 must be a positive integer\. Fix:"),
+    (dict(embedding="calendar"), r"embedding must be one of \('official', 'tslib'\), got 'calendar'\. Fix: model.embedding="),
+    (dict(embedding="tslib", mark_dim=0), r"embedding=tslib embeds the calendar features, but mark_dim=0\. Fix:"),
 ])
 def test_bad_hyperparameters_fail_with_the_fix(kw, message):
     with pytest.raises(ConfigError, match=message):

@@ -148,13 +148,19 @@ def test_output_shape(name, L, H, C):
         assert out.shape == (2, H, C) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", sorted(NETWORKS))
+VARIANTS = {"etsformer[embedding=tslib]": ("etsformer", {"embedding": "tslib"})}  # options that change a declaration
+
+
+@pytest.mark.parametrize("name", [*sorted(NETWORKS), *VARIANTS])
 def test_declarations_are_true(name):
     """``uses_time_features``: the calendar changes the forecast exactly when declared;
     ``channel_independent``: changing channel 0 leaves the other channels' forecasts alone
-    exactly when declared (in evaluation, where nothing is drawn at random)."""
-    cls = NETWORKS[name]
-    network = build(cls, 96, 24, 3).eval()
+    exactly when declared (in evaluation, where nothing is drawn at random). The declarations
+    are the instance's: an option may change them."""
+    base, options = VARIANTS.get(name, (name, {}))
+    cls = NETWORKS[base]
+    network = build(cls, 96, 24, 3, **options).eval()
+    assert network.uses_time_features == (cls.uses_time_features if not options else True)
     x, x_mark, y_mark = inputs(96, 24, 3)
     with torch.no_grad():
         out = network(x, x_mark, y_mark)
@@ -162,9 +168,9 @@ def test_declarations_are_true(name):
         changed = x.clone()
         changed[..., 0] = torch.randn(2, 96)
         other_channel = network(changed, x_mark, y_mark)
-    assert (not torch.allclose(out, other_calendar)) == cls.uses_time_features
+    assert (not torch.allclose(out, other_calendar)) == network.uses_time_features
     assert not torch.allclose(out[..., 0], other_channel[..., 0])
-    assert torch.allclose(out[..., 1:], other_channel[..., 1:], rtol=0, atol=1e-6) == cls.channel_independent
+    assert torch.allclose(out[..., 1:], other_channel[..., 1:], rtol=0, atol=1e-6) == network.channel_independent
 
 
 @pytest.mark.parametrize("name", TRAINABLE)

@@ -16,6 +16,7 @@ from forecast.layers.autocorrelation import AutoCorrelationLayer
 from forecast.layers.convolution import circular_conv1d
 from forecast.layers.decomposition import SeriesDecomposition
 from forecast.layers.dropout import Dropout
+from forecast.layers.embedding import DataEmbedding
 from forecast.layers.feedforward import ACTIVATIONS, FeedForward
 from forecast.models.base import Network, positive
 
@@ -30,25 +31,6 @@ class SeasonalLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x)
         return x - x.mean(dim=1, keepdim=True)
-
-
-class DataEmbedding(nn.Module):
-    """Value embedding (Conv1d, kernel 3, circular, no bias; run as a matrix product,
-    :func:`~forecast.layers.convolution.circular_conv1d`) + calendar embedding (Linear, no
-    bias), then dropout; no positional embedding. ``[B, L, C], [B, L, M] -> [B, L, d]``."""
-
-    def __init__(self, c_in: int, mark_dim: int, d_model: int, dropout: float):
-        super().__init__()
-        self.value = nn.Conv1d(c_in, d_model, kernel_size=3, padding=1, padding_mode="circular", bias=False)
-        nn.init.kaiming_normal_(self.value.weight, mode="fan_in", nonlinearity="leaky_relu")
-        self.calendar = nn.Linear(mark_dim, d_model, bias=False) if mark_dim else None
-        self.dropout = Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None) -> torch.Tensor:
-        out = circular_conv1d(x, self.value.weight)
-        if self.calendar is not None:
-            out = out + self.calendar(x_mark)
-        return self.dropout(out)
 
 
 class EncoderLayer(nn.Module):

@@ -13,7 +13,9 @@ named instead of the network silently getting no config schema):
   -> [B, H, C]`` on the z-scored scale;
 * the class attributes ``uses_time_features`` (``forward`` reads ``x_mark``/``y_mark``) and
   ``channel_independent`` (each output channel depends only on the same input channel), both
-  ``bool``; the model suite (``tests/test_models.py``) checks that each declaration is true;
+  ``bool``, for the network built with its defaults; an option that changes either sets the
+  instance's own attribute in ``__init__`` (ETSformer's ``embedding=tslib`` reads the calendar);
+  the model suite (``tests/test_models.py``) checks that each instance's declaration is true;
 * a constructor that takes ``seq_len`` and ``pred_len`` (interpolated from ``data``) and
   raises :class:`forecast.errors.ConfigError`, with a ``Fix:``, for settings it cannot use.
 

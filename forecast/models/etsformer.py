@@ -13,9 +13,13 @@ from torch import nn
 
 from forecast.errors import ConfigError
 from forecast.layers.dropout import Dropout
+from forecast.layers.embedding import DataEmbedding
 from forecast.layers.exponential_smoothing import CausalEmbedding, DampingLayer, FrequencyAttention, GrowthLayer, LevelLayer
 from forecast.layers.feedforward import ACTIVATIONS, FeedForward
 from forecast.models.base import Network, positive
+
+
+EMBEDDINGS = ("official", "tslib")
 
 
 class EncoderLayer(nn.Module):
@@ -47,7 +51,12 @@ class EncoderLayer(nn.Module):
 
 
 class ETSformer(Network):
-    """``forward(x [B, L, C]) -> [B, H, C]`` (calendar features are not used).
+    """``forward(x [B, L, C], x_mark [B, L, M]) -> [B, H, C]``.
+
+    ``embedding`` picks the input embedding: ``official`` (default; the official code's causal
+    convolution of the values, no calendar: ``uses_time_features`` is false) or ``tslib``
+    (Time-Series-Library's ETSformer: circular convolution + calendar features ``x_mark`` through
+    a linear map + sinusoidal position; the instance's ``uses_time_features`` is true).
 
     In training the input window (not the target) is augmented: per-channel scale ``1 + σε``,
     per-channel shift ``σε`` (one draw per batch, as the reference), jitter ``σε``.
@@ -87,6 +96,8 @@ class ETSformer(Network):
         activation: str = "sigmoid",
         augment_std: float = 0.2,
         growth_conv: str = "paper",
+        embedding: str = "official",
+        mark_dim: int = 4,
     ):
         super().__init__()
         positive("ETSformer", seq_len=seq_len, pred_len=pred_len, enc_in=enc_in, d_model=d_model, n_heads=n_heads,
@@ -99,10 +110,18 @@ class ETSformer(Network):
         if growth_conv not in ("paper", "official"):
             raise ConfigError(f"ETSformer: growth_conv must be 'paper' or 'official', got {growth_conv!r}. "
                               "Fix: model.growth_conv=paper (the temporal convolution) or official (the code's product).")
+        if embedding not in EMBEDDINGS:
+            raise ConfigError(f"ETSformer: embedding must be one of {EMBEDDINGS}, got {embedding!r}. Fix: model.embedding=official "
+                              "(the official code's value convolution) or tslib (Time-Series-Library's: values, calendar, position).")
+        if embedding == "tslib" and mark_dim <= 0:
+            raise ConfigError(f"ETSformer: embedding=tslib embeds the calendar features, but mark_dim={mark_dim}. "
+                              "Fix: data with a timestamp column (mark_dim: ${data.mark_dim}), or model.embedding=official.")
         if activation not in ACTIVATIONS:
             raise ConfigError(f"ETSformer: model.activation={activation!r} is not one of {sorted(ACTIVATIONS)}. Fix: use one of them.")
         self.seq_len, self.pred_len, self.augment_std = seq_len, pred_len, augment_std
-        self.embedding = CausalEmbedding(enc_in, d_model, dropout)
+        self.uses_time_features = embedding == "tslib"  # this instance's declaration (the class's: the default)
+        self.embedding = (DataEmbedding(enc_in, mark_dim, d_model, dropout, position=True) if self.uses_time_features
+                          else CausalEmbedding(enc_in, d_model, dropout))
         self.encoder = nn.ModuleList(
             EncoderLayer(d_model, n_heads, d_ff, enc_in, pred_len, k, dropout, activation, growth_conv) for _ in range(e_layers)
         )
@@ -132,7 +151,7 @@ class ETSformer(Network):
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None, y_mark: torch.Tensor | None = None) -> torch.Tensor:
         if self.training and self.augment_std > 0:
             x = self.augment(x)
-        z, level = self.embedding(x), x
+        z, level = (self.embedding(x, x_mark) if self.uses_time_features else self.embedding(x)), x
         growth_sum = season_sum = 0
         for i, (layer, damping) in enumerate(zip(self.encoder, self.damping)):
             z, level, growth, season = layer(z, level, latent=i < len(self.encoder) - 1)
