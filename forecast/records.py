@@ -282,8 +282,8 @@ def record_accuracy(cfg: DictConfig, metrics: dict[str, float], train_command: s
     ``best``: the best checkpoint of a run that trained (``""`` otherwise); ``epochs_run``: the
     epochs it ran (``None``: it did not train). The tested weights are, after training, the best
     checkpoint or (``paper_compat`` with ``paper_quirks.test_last_epoch``) the last epoch; without
-    training, ``ckpt_path`` (``last.ckpt``: the last epoch). A run that changes network options on
-    the command line (or whose weights were trained so) is recorded as a variant,
+    training, ``ckpt_path`` (``last.ckpt``: the last epoch). A run given an option that changes what
+    it measures (or whose weights were trained with one) is recorded as a variant,
     ``karma[decomposition=atcd]``, ``karma[module.optimizer.lr=1e-4]`` (:func:`variant_options`), so
     its rows are summarised apart from the paper setting's. A live row of the same setting and seed is marked
     superseded by this one."""

@@ -38,7 +38,7 @@ class DataEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None) -> torch.Tensor:
         out = circular_conv1d(x, self.value.weight)
-        if self.calendar is not None and x_mark is not None:
+        if self.calendar is not None:
             out = out + self.calendar(x_mark)
         if self.position:
             out = out + sinusoidal_positions(x.shape[1], out.shape[-1], x.device, out.dtype)
