@@ -279,6 +279,7 @@ class BenchmarkConfig:
     seeds: List[int] = field(default_factory=lambda: [2021])
     speed_csv: str = "benchmarks/speed.csv"
     accuracy_csv: str = "benchmarks/accuracy.csv"
+    reference_accuracy_csv: str = "benchmarks/reference_accuracy.csv"
     render: bool = True
     dry_run: bool = False
     peer: PeerConfig = field(default_factory=PeerConfig)

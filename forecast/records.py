@@ -57,6 +57,12 @@ SPEED_COLUMNS = [
     "load_1min_after", "reference", "reference_s_per_iter", "reference_s_per_iter_min", "reference_peak_memory_gb",
     "speedup", "rounds",
 ]
+# ``scripts/benchmark.py mode=peer_accuracy``: the reference trained and tested at our settings, one
+# row per run; ``arguments`` is its full run.py argument list, ``seconds`` the wall time of the run
+REFERENCE_ACCURACY_COLUMNS = [
+    "model", "dataset", "features", "seq_len", "pred_len", "seed", "reference", "mse", "mae", "paper_mse",
+    "epochs_run", "seconds", "threads", "superseded", "notes", "arguments", "command", "machine", "date",
+]
 # a (setting, seed) has one live row: these columns say what was measured
 SETTING = ("model", "dataset", "features", "seq_len", "pred_len", "seed", "precision", "protocol")
 PROTOCOLS = ("every-window", "drop-last", "last-epoch, drop-last", "last-epoch, every-window")
@@ -424,17 +430,52 @@ def _peer_table(rows: list[dict]) -> list[str]:
                             "machine"]), ""]
 
 
+def _ours_by_seed(rows: list[dict]) -> dict[tuple, float]:
+    """Our live fp32 every-window MSE per (model, dataset, seq_len, pred_len, seed), plain models only."""
+    return {(r["model"], r["dataset"], int(r["seq_len"]), int(r["pred_len"]), int(r["seed"])): float(r["mse"])
+            for r in live(rows) if r["protocol"] == "every-window" and r["precision"] == "32-true" and r["seed"]}
+
+
+def _reference_tables(reference: list[dict], rows: list[dict]) -> list[str]:
+    """Per cell: the reference's mean over its seeds beside ours over the same seeds; then every run."""
+    ours = _ours_by_seed(rows)
+    cells: dict[tuple, list[dict]] = {}
+    for r in live(reference):
+        cells.setdefault((r["model"], r["dataset"], int(r["seq_len"]), int(r["pred_len"]), r["reference"]), []).append(r)
+    summary = []
+    for (model, dataset, seq_len, pred_len, label), runs in cells.items():
+        seeds = [int(r["seed"]) for r in runs]
+        ref = float(np.mean([float(r["mse"]) for r in runs]))
+        same = [ours[(model, dataset, seq_len, pred_len, s)] for s in seeds if (model, dataset, seq_len, pred_len, s) in ours]
+        mine = float(np.mean(same)) if len(same) == len(seeds) else None
+        paper = runs[0]["paper_mse"]
+        summary.append({"model": model, "setting": f"{dataset} {seq_len} → {pred_len}", "reference": label,
+                        "seeds": ", ".join(map(str, seeds)), "reference mse": f"{ref:.4f}", "Δ reference": _delta(ref, paper),
+                        "ours mse (same seeds)": f"{mine:.4f}" if mine is not None else "not all run",
+                        "Δ ours": _delta(mine, paper) if mine is not None else "", "paper_mse": paper})
+    shown = [{**r, "setting": f"{r['dataset']} {r['seq_len']} → {r['pred_len']}",
+              "ours mse": (f"{ours[key]:.4f}" if (key := (r["model"], r["dataset"], int(r["seq_len"]), int(r["pred_len"]),
+                                                         int(r["seed"]))) in ours else ""),
+              "superseded": "**yes**" if superseded(r) else "", "arguments": f"`{r['arguments']}`",
+              "command": f"`{r['command']}`"} for r in reference]
+    return [*_table(summary, ["model", "setting", "reference", "seeds", "reference mse", "Δ reference",
+                              "ours mse (same seeds)", "Δ ours", "paper_mse"]), "", "Every run:", "",
+            *_table(shown, ["model", "setting", "seed", "reference", "mse", "mae", "ours mse", "paper_mse", "epochs_run",
+                            "seconds", "threads", "superseded", "notes", "date", "command", "arguments", "machine"]), ""]
+
+
 def render_readme(folder: Path) -> Path:
-    """Write ``folder/README.md`` from ``folder/accuracy.csv`` and ``folder/speed.csv``: the
-    accuracy overview, the speed tables (current, then historical), the accuracy rows grouped by
+    """Write ``folder/README.md`` from ``folder/accuracy.csv``, ``folder/speed.csv`` and
+    ``folder/reference_accuracy.csv``: the accuracy overview, the reference at our settings, the speed tables (current, then historical), the accuracy rows grouped by
     model and dataset beside the published values, and the hand-written sections kept in
     ``folder/notes.md``."""
     rows = read_csv(folder / "accuracy.csv")
     speed = read_csv(folder / "speed.csv")
+    reference = read_csv(folder / "reference_accuracy.csv")
     lines = [
         "# Benchmarks",
         "",
-        "Generated from `accuracy.csv` and `speed.csv` by `forecast.records.render_readme`",
+        "Generated from `accuracy.csv`, `speed.csv` and `reference_accuracy.csv` by `forecast.records.render_readme`",
         "(`python scripts/benchmark.py mode=render`); every row comes from the command in its `command`",
         "column, on the machine and date given. MSE/MAE are on the z-scored data (the papers' convention);",
         "`protocol` says which test windows were scored with which weights (`every-window`: every test",
@@ -456,6 +497,14 @@ def render_readme(folder: Path) -> Path:
         lines += _table(_overview(rows), ["model", "dataset", "features", "seq_len", "pred_len", "runs", "mse", "mae",
                                           "paper_mse", "paper_mae", "Δ mse"])
         lines.append("")
+    if reference:
+        lines += ["## The reference trained at our settings (`scripts/benchmark.py mode=peer_accuracy`)", "",
+                  "Time-Series-Library's own `run.py` (its model, loader, training loop, early stopping and test on every",
+                  "test window) trained and tested at the settings of our experiment file of the cell, on the same CSV",
+                  "file, at the seed given (`scripts/peers/tslib_train.py`); `arguments` is its full argument list.",
+                  "`ours mse` is our live fp32 every-window run of the same cell and seed; the summary compares the",
+                  "means over the same seeds. Where both sides miss the paper alike, the gap is not ours.", ""]
+        lines += _reference_tables(reference, rows)
     if speed:
         lines += ["## Training speed", "",
                   "Seconds per training iteration (forward, backward and optimiser step of one full batch through the",

@@ -3,7 +3,8 @@
 Speed: one row per measured configuration in ``benchmarks/speed.csv`` (the real Trainer and
 module, timed training steps after a warm-up, each configuration in a fresh process).
 Side by side (``mode=peer``): the reference's training step and ours, interleaved in rounds
-(:mod:`forecast.pipelines.peer`). Accuracy: the full training schedule per seed, ``python train.py ... record=...`` (train.py
+(:mod:`forecast.pipelines.peer`); the reference's test error at our settings (``mode=peer_accuracy``,
+:mod:`forecast.pipelines.peer_accuracy`). Accuracy: the full training schedule per seed, ``python train.py ... record=...`` (train.py
 appends the row). The rows, their columns and ``benchmarks/README.md`` belong to
 :mod:`forecast.records`.
 """
@@ -107,9 +108,10 @@ def measure_speed(overrides: list[str], threads: int, warmup: int, iters: int) -
     }
 
 
-MODES = ("speed", "peer", "accuracy", "render")
+MODES = ("speed", "peer", "peer_accuracy", "accuracy", "render")
 # keys of the reproduction command that say where rows go, not what was measured
-_NOT_IN_COMMAND = ("models", "datasets", "horizons", "speed_csv", "accuracy_csv", "render", "dry_run", "mode")
+_NOT_IN_COMMAND = ("models", "datasets", "horizons", "speed_csv", "accuracy_csv", "reference_accuracy_csv", "render",
+                   "dry_run", "mode")
 
 
 def cell_overrides(model: str, dataset: str, horizon: int, conf_dir: Path) -> list[str]:
@@ -165,6 +167,14 @@ def run(cfg: DictConfig, script: Path, repo: Path) -> int:
         failed = peer.run(cfg, script, repo, cells, speed_csv)
         if cfg.render and not cfg.dry_run:
             print(f"rendered {render_readme(speed_csv.parent)}", flush=True)
+        return failed
+    if cfg.mode == "peer_accuracy":
+        from forecast.pipelines import peer_accuracy
+
+        out = Path(to_absolute(cfg.reference_accuracy_csv))
+        failed = peer_accuracy.run(cfg, repo, cells, out)
+        if cfg.render and not cfg.dry_run:
+            print(f"rendered {render_readme(out.parent)}", flush=True)
         return failed
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads)}
     for model, dataset, horizon in cells if cfg.mode != "render" else []:

@@ -1,0 +1,198 @@
+"""The reference's test error at our settings: ``scripts/benchmark.py mode=peer_accuracy``.
+
+Where a cell of ours misses its paper, the first question is whether the paper's own code, trained
+here, does better. This mode answers it for the models Time-Series-Library ("TSLib") implements:
+for each model x dataset x horizon and each of ``seeds``, TSLib's own ``run.py`` trains and tests
+the cell (its model, loader, Adam, MSE, ``type1`` halving, early stopping on validation, every
+test window) at the settings our experiment file gives (window, batch, rate, epochs, patience and
+the network's sizes, read from our composed configuration of the cell), on the same CSV file, with
+the seed set by ``scripts/peers/tslib_train.py``, in the checkout (TSLib finds its models in
+``./models`` and writes its ``checkpoints/`` and ``results/`` there, as for its users). One row per run goes to
+``benchmarks/reference_accuracy.csv`` (:data:`forecast.records.REFERENCE_ACCURACY_COLUMNS`), with
+the full argument list and the command that repeats it; ``benchmarks/README.md`` sets each beside
+our live fp32 every-window run of the same cell and seed.
+
+Settings TSLib cannot express (another learning-rate schedule, gradient clipping, another loss,
+univariate features) are refused with the fix, so that a row never compares two different
+trainings. Nothing of the reference is imported here or copied into the project.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from forecast import tracking
+from forecast.errors import ConfigError
+from forecast.records import REFERENCE_ACCURACY_COLUMNS, append_row, machine, published
+
+# our model options -> TSLib run.py arguments of the same meaning (where our config has the key)
+MODEL_ARGUMENTS = {"d_model": "--d_model", "n_heads": "--n_heads", "d_ff": "--d_ff", "e_layers": "--e_layers",
+                   "d_layers": "--d_layers", "factor": "--factor", "dropout": "--dropout", "activation": "--activation",
+                   "moving_avg": "--moving_avg", "kernel_size": "--moving_avg", "k": "--top_k"}
+RESULT = re.compile(r"mse:\s*([0-9.eE+-]+),\s*mae:\s*([0-9.eE+-]+)")
+EPOCH = re.compile(r"^Epoch: \d+ cost time", re.MULTILINE)
+
+
+def _is_type1(scheduler) -> bool:
+    """Our ``schedule=type1`` (halve after every epoch from the 2nd): TSLib's ``--lradj type1``."""
+    return (scheduler is not None and str(scheduler.get("_target_", "")).endswith("epoch_decay")
+            and float(scheduler.get("gamma", 0)) == 0.5 and int(scheduler.get("hold", -1)) == 1)
+
+
+def _word(value) -> str:
+    """A setting as a run.py argument: a whole float as an integer (TSLib parses ``--factor`` as int)."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def channels(path: Path) -> int:
+    """The series in a CSV of the benchmark layout: every column but the first (the date)."""
+    with open(path, newline="") as fh:
+        return len(next(csv.reader(fh))) - 1
+
+
+def training_arguments(cfg, model: str, train, tag: str, shown: bool = False) -> list[str]:
+    """TSLib ``run.py`` arguments that train and test the cell our composed ``train`` config
+    describes: every setting ours fixes, and the pairing's script arguments (``peer.pairs``) for
+    the rest. ``shown``: the data folder as our config gives it (relative to the repository, for
+    the record) instead of the absolute one the reference runs with."""
+    from forecast.pipelines.benchmark import to_absolute
+    from forecast.pipelines.peer import TSLIB_DATA
+
+    data, net, module = train.data, train.model, train.module
+    problems = []
+    if not _is_type1(module.get("scheduler")):
+        problems.append("a learning-rate schedule other than schedule=type1 (TSLib: --lradj type1)")
+    if train.trainer.get("gradient_clip_val"):
+        problems.append(f"trainer.gradient_clip_val={train.trainer.gradient_clip_val} (TSLib does not clip)")
+    if str(module.loss._target_) != "torch.nn.MSELoss":
+        problems.append(f"module.loss={module.loss._target_} (TSLib trains on MSE)")
+    if str(data.features) != "M":
+        problems.append(f"data.features={data.features} (this comparison wires the multivariate setting, M)")
+    if problems:
+        raise ConfigError(f"mode=peer_accuracy: TSLib would train {model} {data.name} {data.pred_len} differently: "
+                          f"{'; '.join(problems)}. Fix: compare a cell whose experiment TSLib can run as it is "
+                          "(the TSLib re-run settings, e.g. experiment=etsformer_etth1_720), or override those "
+                          "settings after --.")
+    path = Path(to_absolute(str(data.path))).resolve()
+    if not path.exists():
+        raise ConfigError(f"mode=peer_accuracy: {path} does not exist. Fix: give the data folder after --, "
+                          "e.g. -- data_dir=../shared/data (or set FORECAST_DATA_DIR).")
+    n = channels(path)
+    seq_len, horizon = int(data.seq_len), int(data.pred_len)
+    label_len = net.get("label_len")
+    label_len = int(label_len) if label_len is not None else seq_len // 2
+    name = TSLIB_DATA.get(str(data.name), ("custom", ""))[0]
+    pair = cfg.peer.pairs[model]
+    folder = Path(str(data.path)).parent if shown else path.parent
+    ours = {"--task_name": "long_term_forecast", "--is_training": "1", "--model_id": tag, "--model": str(pair.model),
+            "--data": name, "--root_path": f"{folder}/", "--data_path": path.name, "--features": "M",
+            "--target": str(data.target), "--seq_len": str(seq_len), "--label_len": str(label_len),
+            "--pred_len": str(horizon)}
+    ours.update({flag: _word(net[key]) for key, flag in MODEL_ARGUMENTS.items() if net.get(key) is not None})
+    if model == "etsformer":  # our e_layers counts encoder layers and their damping layers alike
+        ours["--d_layers"] = str(net.e_layers)
+    ours.update({"--enc_in": str(n), "--dec_in": str(n), "--c_out": str(n), "--batch_size": str(int(data.batch_size)),
+                 "--learning_rate": f"{float(module.optimizer.lr):g}",
+                 "--train_epochs": str(int(train.trainer.max_epochs)),
+                 "--patience": str(int(train.callbacks.early_stopping.patience)), "--lradj": "type1",
+                 "--des": "Exp", "--itr": "1", "--num_workers": "0"})
+    script = str(pair.args).split()  # the pairing's own settings where ours fix none
+    rest = [(flag, value) for flag, value in zip(script[::2], script[1::2]) if flag not in ours]
+    args = [word for flag, value in [*ours.items(), *rest] for word in (flag, value)]
+    return [*args, *(["--individual"] if net.get("individual") else []), "--no_use_gpu"]
+
+
+def parse_result(output: str) -> dict:
+    """TSLib's printed test error (its last ``mse:…, mae:…``) and the epochs it trained; an error
+    quoting the end of the output when there is none (the run failed)."""
+    found = RESULT.findall(output)
+    if not found:
+        raise RuntimeError(f"the reference printed no test error; the end of its output:\n{output[-3000:]}")
+    mse, mae = found[-1]
+    return {"mse": float(mse), "mae": float(mae), "epochs_run": len(EPOCH.findall(output))}
+
+
+def reference_command(model: str, dataset: str, horizon: int, seed: int, overrides) -> str:
+    """The command that repeats one reference run, with the settings this one was given."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from forecast.pipelines.benchmark import _NOT_IN_COMMAND
+
+    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    kept = [o for o in given if o.lstrip("+~").split("=", 1)[0] not in (*_NOT_IN_COMMAND, "overrides", "seeds",
+                                                                           "reference_accuracy_csv")]
+    train = ["--", *map(str, overrides)] if overrides else []
+    return tracking.shell_join(["python", "scripts/benchmark.py", "mode=peer_accuracy", f"models=[{model}]",
+                                f"datasets=[{dataset}]", f"horizons=[{horizon}]", f"seeds=[{seed}]", *kept, *train])
+
+
+def _stream(command: list[str], cwd: str, env: dict) -> tuple[int, str]:
+    """Run the reference, echoing its epoch lines as they come; ``(exit code, whole output)``."""
+    lines = []
+    with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(("Epoch:", "Early stopping", "mse:")):
+                print(f"  {line.rstrip()}", flush=True)
+    return proc.returncode, "".join(lines)
+
+
+def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> int:
+    """Train every cell at every seed with TSLib; one row each; returns the failed runs."""
+    from forecast.config import compose_train
+    from forecast.pipelines.benchmark import cell_overrides
+    from forecast.pipelines.peer import check, commit_of
+
+    if cfg.peer.get("dpad") or cfg.peer.get("revision"):
+        raise ConfigError("mode=peer_accuracy trains Time-Series-Library's code (peer.tslib); peer.dpad and "
+                          "peer.revision are references of mode=peer only. Fix: peer.tslib=<checkout>.")
+    checkout, python = check(cfg, cells)
+    commit = commit_of(checkout, str(cfg.peer.commit))
+    env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads),
+           "PYTHONDONTWRITEBYTECODE": "1"}
+    extra = [str(o) for o in cfg.overrides]
+    planned = []
+    for model, dataset, horizon in cells:  # every refusal before the first hour of training
+        train = compose_train([*cell_overrides(model, dataset, horizon, repo / "conf"), *extra])
+        for seed in cfg.seeds:
+            tag = f"{model}_{dataset}_{train.data.seq_len}_{horizon}_s{seed}"
+            planned.append((model, dataset, horizon, int(seed), train, training_arguments(cfg, model, train, tag),
+                            training_arguments(cfg, model, train, tag, shown=True)))
+    failed = 0
+    runner = str(repo / "scripts" / "peers" / "tslib_train.py")
+    for model, dataset, horizon, seed, train, args, shown in planned:
+        command = [python, runner, str(checkout), str(seed), *args]
+        print(f"[{model} {dataset} {horizon} seed {seed}] TSLib {commit[:7]} {cfg.peer.pairs[model].model}, "
+              f"{cfg.threads} thread(s):\n  {tracking.shell_join(command[1:])}", flush=True)
+        if cfg.dry_run:
+            continue
+        start = time.perf_counter()
+        code, output = _stream(command, str(checkout), env)  # it finds its models in ./models
+        try:
+            if code:
+                raise RuntimeError(f"the reference failed (exit {code}):\n{output[-3000:]}")
+            result = parse_result(output)
+        except RuntimeError as err:
+            failed += 1
+            print(err, file=sys.stderr)
+            continue
+        data = train.data
+        paper_mse, _ = published(repo / "benchmarks" / "published.csv", model, dataset, "M", int(data.seq_len), horizon)
+        row = {"model": model, "dataset": dataset, "features": "M", "seq_len": int(data.seq_len), "pred_len": horizon,
+               "seed": seed, "reference": f"TSLib {commit[:7]} {cfg.peer.pairs[model].model}",
+               "mse": f"{result['mse']:.4f}", "mae": f"{result['mae']:.4f}", "paper_mse": paper_mse,
+               "epochs_run": result["epochs_run"], "seconds": f"{time.perf_counter() - start:.0f}",
+               "threads": cfg.threads, "superseded": "false", "notes": "",
+               "arguments": " ".join(shown), "command": reference_command(model, dataset, horizon, seed, cfg.overrides),
+               "machine": machine().split(", torch")[0] + f", {cfg.threads} thread(s)", "date": dt.date.today().isoformat()}
+        append_row(out_csv, REFERENCE_ACCURACY_COLUMNS, row)
+        print(f"  reference test MSE {row['mse']}, MAE {row['mae']} after {row['epochs_run']} epochs "
+              f"({row['seconds']} s)", flush=True)
+    return failed
