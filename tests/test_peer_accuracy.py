@@ -1,0 +1,199 @@
+"""The reference trained at our settings (``scripts/benchmark.py mode=peer_accuracy``): the seeded
+runner, the run.py arguments read from our experiment files, the settings TSLib cannot express,
+the row per run and the README section. The reference itself is faked; nothing here trains."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from forecast import records
+from forecast.config import compose_train
+from forecast.errors import ConfigError
+from forecast.pipelines import peer_accuracy
+from forecast.pipelines.benchmark import run as benchmark_run
+from tests.helpers import REPO, compose
+
+RUNNER = REPO / "scripts" / "peers" / "tslib_train.py"
+sys.path.insert(0, str(RUNNER.parent))
+import tslib_train  # noqa: E402  (a script of scripts/peers, not a package)
+
+
+def _data(folder: Path) -> Path:
+    """A data folder with the two files the cells below read: exchange (8 series) and ILI (7)."""
+    for sub, name, series in (("exchange_rate", "exchange_rate.csv", 8), ("illness", "national_illness.csv", 7),
+                              ("ETT-small", "ETTh1.csv", 7)):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+        header = ",".join(["date", *(f"s{i}" for i in range(series - 1)), "OT"])
+        (folder / sub / name).write_text(f"{header}\n2020-01-01,{','.join(['1'] * series)}\n")
+    return folder
+
+
+def _fake_checkout(folder: Path, seed_lines: int = 1) -> Path:
+    (folder / "exp").mkdir(parents=True, exist_ok=True)
+    (folder / "exp" / "__init__.py").write_text("")
+    (folder / "exp" / "exp_long_term_forecasting.py").write_text("VALUE = 7\n")
+    seeds = "    fix_seed = 2021\n" * seed_lines
+    (folder / "run.py").write_text(
+        "import sys\nif __name__ == '__main__':\n" + seeds
+        + "    from exp.exp_long_term_forecasting import VALUE\n"
+        + "    print('seed', fix_seed, 'args', sys.argv[1:], 'value', VALUE)\n")
+    return folder
+
+
+def _args(words: list[str]) -> dict[str, str]:
+    flags = [w for w in words if w.startswith("--")]
+    assert len(flags) == len(set(flags)), f"a flag given twice: {flags}"
+    return {w: (words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("--") else "")
+            for i, w in enumerate(words) if w.startswith("--")}
+
+
+def test_the_runner_runs_the_checkouts_own_script_at_the_seed_given(tmp_path):
+    checkout = _fake_checkout(tmp_path / "tslib")
+    before = (checkout / "run.py").read_text()
+    proc = subprocess.run([sys.executable, str(RUNNER), str(checkout), "2024", "--model", "DLinear"], cwd=checkout,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "seed 2024 args ['--model', 'DLinear'] value 7"
+    assert (checkout / "run.py").read_text() == before  # changed in memory only
+
+
+@pytest.mark.parametrize("lines", [0, 2])
+def test_a_script_that_does_not_seed_in_one_line_is_refused(lines):
+    source = "if __name__ == '__main__':\n" + "    fix_seed = 2021\n" * lines
+    with pytest.raises(SystemExit, match=f"found {lines}"):
+        tslib_train.seeded_source(source, 7)
+
+
+def test_one_seed_line_is_replaced_and_nothing_else():
+    source = "x = 1\n    fix_seed = 2021\nrandom.seed(fix_seed)\n"
+    assert tslib_train.seeded_source(source, 2023) == "x = 1\n    fix_seed = 2023\nrandom.seed(fix_seed)\n"
+
+
+def _cfg(*overrides: str):
+    return compose("benchmark", ["mode=peer_accuracy", *overrides])
+
+
+@pytest.mark.parametrize("experiment, expected", [
+    ("dlinear_exchange_96", {"--model": "DLinear", "--data": "custom", "--data_path": "exchange_rate.csv",
+                             "--enc_in": "8", "--c_out": "8", "--seq_len": "336", "--pred_len": "96",
+                             "--batch_size": "8", "--learning_rate": "0.0005", "--moving_avg": "25"}),
+    ("autoformer_ili_48", {"--model": "Autoformer", "--data": "custom", "--seq_len": "36", "--label_len": "18",
+                           "--pred_len": "48", "--dropout": "0.05", "--factor": "3", "--d_layers": "1",
+                           "--learning_rate": "0.0001", "--enc_in": "7"}),
+    ("etsformer_etth1_720", {"--model": "ETSformer", "--data": "ETTh1", "--top_k": "5", "--e_layers": "2",
+                             "--d_layers": "2", "--activation": "gelu", "--dropout": "0.1", "--pred_len": "720"}),
+])
+def test_the_reference_gets_the_settings_of_our_experiment_file(tmp_path, experiment, expected):
+    data = _data(tmp_path / "data")
+    train = compose_train([f"experiment={experiment}", f"data_dir={data}"])
+    words = peer_accuracy.training_arguments(_cfg(), experiment.split("_")[0], train, "tag")
+    value = _args(words)
+    assert {k: value[k] for k in expected} == expected
+    assert (value["--train_epochs"], value["--patience"], value["--lradj"], value["--features"]) == ("10", "3", "type1", "M")
+    assert value["--root_path"] == f"{Path(train.data.path).resolve().parent}/" and "--no_use_gpu" in value
+    shown = _args(peer_accuracy.training_arguments(_cfg(), experiment.split("_")[0], train, "tag", shown=True))
+    assert shown["--root_path"] == f"{Path(str(train.data.path)).parent}/"
+
+
+def test_a_training_tslib_cannot_run_is_refused_with_the_fix(tmp_path):
+    data = _data(tmp_path / "data")
+    ets = compose_train(["experiment=etsformer_ettm2_96", f"data_dir={data}"])  # warm-up schedule, clipping
+    with pytest.raises(ConfigError, match="schedule=type1.*gradient_clip_val=1.0.*Fix"):
+        peer_accuracy.training_arguments(_cfg(), "etsformer", ets, "tag")
+    missing = compose_train(["experiment=dlinear_exchange_96", f"data_dir={tmp_path / 'nowhere'}"])
+    with pytest.raises(ConfigError, match="does not exist. Fix: .*data_dir"):
+        peer_accuracy.training_arguments(_cfg(), "dlinear", missing, "tag")
+    with pytest.raises(ConfigError, match="peer.tslib"):
+        peer_accuracy.run(_cfg("peer.dpad=/somewhere"), REPO, [("dlinear", "exchange", 96)], tmp_path / "out.csv")
+
+
+OUTPUT = """Use CPU
+Epoch: 1 cost time: 1.6
+Epoch: 1, Steps: 610 | Train Loss: 0.14 Vali Loss: 0.17 Test Loss: 0.08
+Epoch: 2 cost time: 1.5
+Epoch: 2, Steps: 610 | Train Loss: 0.12 Vali Loss: 0.18 Test Loss: 0.09
+Early stopping
+>>>>>>>testing : long_term_forecast_tag<<<<
+test shape: (1422, 96, 8) (1422, 96, 8)
+mse:{mse}, mae:0.2077, dtw:Not calculated
+"""
+
+
+def test_the_printed_test_error_and_epochs_are_read():
+    assert peer_accuracy.parse_result(OUTPUT.format(mse="0.0846")) == {"mse": 0.0846, "mae": 0.2077, "epochs_run": 2}
+    with pytest.raises(RuntimeError, match="printed no test error"):
+        peer_accuracy.parse_result("Traceback ...\nValueError: boom\n")
+
+
+def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch):
+    checkout = _fake_checkout(tmp_path / "tslib")
+    data = _data(tmp_path / "data")
+    calls = []
+    real = subprocess.Popen
+
+    class FakePopen:
+        def __new__(cls, command, *args, **kwargs):  # other programs (git, …) run as they are
+            return super().__new__(cls) if str(command[1]).endswith("tslib_train.py") else real(command, *args, **kwargs)
+
+        def __init__(self, command, cwd, env, stdout, stderr, text):
+            seed = command[3]
+            calls.append((Path(command[1]).name, Path(cwd), seed, env["OMP_NUM_THREADS"]))
+            self.returncode = 1 if seed == "2023" else 0
+            self.stdout = iter(OUTPUT.format(mse="0.1" + seed[-1]).splitlines(keepends=True)) if not self.returncode \
+                else iter(["Traceback\n"])
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(peer_accuracy.subprocess, "Popen", FakePopen)
+    out = tmp_path / "bench" / "reference_accuracy.csv"
+    cfg = _cfg("models=[dlinear]", "datasets=[exchange]", "horizons=[96]", "seeds=[2021,2022,2023]", "threads=2",
+               f"peer.tslib={checkout}", f"reference_accuracy_csv={out}", "render=false", f"overrides=['data_dir={data}']")
+    assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 1  # seed 2023 failed
+    assert [c[2] for c in calls] == ["2021", "2022", "2023"]
+    assert all(name == "tslib_train.py" and cwd == checkout and threads == "2" for name, cwd, _, threads in calls)
+    rows = records.read_csv(out)
+    assert [(r["seed"], r["mse"], r["epochs_run"], r["reference"]) for r in rows] == [
+        ("2021", "0.1100", "2", "TSLib 4e938a1 DLinear"), ("2022", "0.1200", "2", "TSLib 4e938a1 DLinear")]
+    assert rows[0]["paper_mse"] == "0.081" and rows[0]["threads"] == "2"
+    assert '"seeds=[2021]"' in rows[0]["command"] and "mode=peer_accuracy" in rows[0]["command"]
+    assert f"--root_path {data}/exchange_rate/" in rows[0]["arguments"]
+
+
+def _accuracy(seed: int, mse: float, **extra) -> dict:
+    return {"model": "dlinear", "dataset": "exchange", "features": "M", "seq_len": "336", "pred_len": "96",
+            "mse": f"{mse}", "mae": "0.2", "paper_mse": "0.081", "protocol": "every-window", "precision": "32-true",
+            "seed": str(seed), "superseded": "false", **extra}
+
+
+def _reference(seed: int, mse: float) -> dict:
+    return {"model": "dlinear", "dataset": "exchange", "features": "M", "seq_len": "336", "pred_len": "96",
+            "seed": str(seed), "reference": "TSLib 4e938a1 DLinear", "mse": f"{mse}", "mae": "0.2", "paper_mse": "0.081",
+            "epochs_run": "4", "seconds": "20", "threads": "1", "superseded": "false", "arguments": "--model DLinear",
+            "command": "python scripts/benchmark.py mode=peer_accuracy", "machine": "cpu", "date": "2026-12-04"}
+
+
+def test_the_readme_sets_the_reference_beside_our_runs_of_the_same_seeds(tmp_path):
+    records.write_csv(tmp_path / "accuracy.csv", records.ACCURACY_COLUMNS, [
+        _accuracy(2021, 0.08), _accuracy(2022, 0.10), _accuracy(2022, 0.50, superseded="true"),
+        _accuracy(2023, 0.90, protocol="drop-last")])
+    records.write_csv(tmp_path / "reference_accuracy.csv", records.REFERENCE_ACCURACY_COLUMNS,
+                      [_reference(2021, 0.07), _reference(2022, 0.11)])
+    text = records.render_readme(tmp_path).read_text()
+    section = text.split("## The reference trained at our settings")[1]
+    summary = next(line for line in section.splitlines() if line.startswith("| dlinear | exchange 336 → 96"))
+    cells = [c.strip() for c in summary.strip("|").split("|")]
+    # reference mean 0.09 (+11.1 %), ours over the same seeds 0.09 (the superseded 0.50 left out)
+    assert cells[3:8] == ["2021, 2022", "0.0900", "+11.1%", "0.0900", "+11.1%"]
+    # a seed of the reference without a live every-window run of ours: no mean of ours is made up
+    records.write_csv(tmp_path / "reference_accuracy.csv", records.REFERENCE_ACCURACY_COLUMNS,
+                      [_reference(2021, 0.07), _reference(2023, 0.11)])
+    section = records.render_readme(tmp_path).read_text().split("## The reference trained at our settings")[1]
+    assert "| not all run |" in section
