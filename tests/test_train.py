@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from forecast import tracking
+from forecast.errors import ConfigError
 from forecast.pipelines.train import run
 from tests.helpers import runs_of, sinusoid_frame, train_py
 
@@ -87,6 +88,21 @@ def test_resume_and_test_from_a_checkpoint(make_config, tmp_path):
     assert ckpt.exists()
     cfg = make_config("trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24", "train=false", f"ckpt_path={ckpt}")
     assert run(cfg)["test/mse"] == pytest.approx(first["test/mse"], rel=1e-6)  # 1 epoch: last == best
+
+
+def test_a_checkpoint_of_other_settings_is_refused_with_the_options_that_wrote_it(make_config, tmp_path):
+    run(make_config("trainer=debug", "logger=none", "data.seq_len=48", "data.pred_len=24"))
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    saved = tmp_path / "run" / ".hydra" / "overrides.yaml"  # what Hydra keeps beside a run's checkpoints
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text("- data.seq_len=48\n- data.pred_len=24\n- hydra.job.chdir=false\n")
+    other = make_config("logger=none", "data.seq_len=96", "data.pred_len=24", "train=false", f"ckpt_path={ckpt}")
+    with pytest.raises(ConfigError, match=r"do not fit .*seasonal_weight is \[1, 48, 24\] there, \[1, 96, 24\] here"
+                                          r".*Fix: give the options of the run that wrote it .*: "
+                                          r"data.seq_len=48 data.pred_len=24\.$"):
+        run(other)
+    with pytest.raises(ConfigError, match="no such file"):
+        run(make_config("logger=none", "train=false", f"ckpt_path={tmp_path / 'missing.ckpt'}"))
 
 
 def test_last_ckpt_is_the_latest_epoch_and_the_best_checkpoint_is_tested(make_config, tmp_path):

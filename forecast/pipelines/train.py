@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import yaml
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -101,6 +102,33 @@ def load_initial_weights(module: ForecastModule, path: str) -> None:
         first = str(error).strip().splitlines()[0]
         raise ConfigError(f"init_from={path}: the weights do not fit this network ({first}). Fix: start from a "
                           "model with the same model.* settings, seq_len, pred_len and channels.") from None
+
+
+def check_checkpoint(module: ForecastModule, path: str) -> None:
+    """Refuse a ``ckpt_path`` whose weights do not fit the network this configuration builds
+    (another calendar, window, channel count or ``model.*`` setting), naming the first difference
+    and the options of the run that wrote it, before anything is logged or trained."""
+    source = Path(path)
+    if not source.is_file():
+        raise ConfigError(f"ckpt_path={path}: no such file. Fix: the .ckpt of a run (its checkpoints/ folder).")
+    if not module.trainable:
+        return
+    state = torch.load(source, map_location="cpu", weights_only=False).get("state_dict", {})
+    ours = module.state_dict()
+    differences = [f"{k} is {list(v.shape)} there, {list(ours[k].shape)} here" for k, v in state.items()
+                   if k in ours and hasattr(v, "shape") and tuple(v.shape) != tuple(getattr(ours[k], "shape", ()))]
+    differences += [f"{k} is in it, not in this network" for k in state if k not in ours]
+    differences += [f"{k} is missing from it" for k in ours if k not in state]
+    if not differences:
+        return
+    saved = source.parent.parent / ".hydra" / "overrides.yaml"
+    trained = [str(o) for o in yaml.safe_load(saved.read_text()) or []] if saved.exists() else []
+    options = [o for o in trained if not o.startswith(("hydra.", "ckpt_path=", "train=", "record="))]
+    hint = (f"the options of the run that wrote it ({saved}): {' '.join(options)}" if options
+            else "the model, data and window options of the run that wrote it")
+    more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
+    raise ConfigError(f"ckpt_path={path}: its weights do not fit the network these options build: "
+                      f"{differences[0]}{more}. Fix: give {hint}.")
 
 
 def build_callbacks(cfg: DictConfig, trainable: bool, logged: bool) -> list[pl.Callback]:
@@ -447,6 +475,8 @@ def run(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> dict[str, flo
                           "validation windows, or train=true.")
     if cfg.get("init_from"):
         load_initial_weights(module, cfg.init_from)
+    if cfg.ckpt_path:
+        check_checkpoint(module, str(cfg.ckpt_path))
     # the command that trained the tested weights, found before anything runs (a row must say it)
     train_command = training_command(cfg, trains=bool(cfg.train and module.trainable)) if cfg.record else ""
     smoke = tracking.command_debug_reasons(train_command) if train_command else []
