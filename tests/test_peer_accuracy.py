@@ -112,6 +112,8 @@ def test_a_training_tslib_cannot_run_is_refused_with_the_fix(tmp_path):
 
 
 OUTPUT = """Use CPU
+\titers: 100, epoch: 1 | loss: 0.1500000
+\tspeed: 0.0100s/iter; left time: 10.0000s
 Epoch: 1 cost time: 1.6
 Epoch: 1, Steps: 610 | Train Loss: 0.14 Vali Loss: 0.17 Test Loss: 0.08
 Epoch: 2 cost time: 1.5
@@ -129,7 +131,7 @@ def test_the_printed_test_error_and_epochs_are_read():
         peer_accuracy.parse_result("Traceback ...\nValueError: boom\n")
 
 
-def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch):
+def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch, capsys):
     checkout = _fake_checkout(tmp_path / "tslib")
     data = _data(tmp_path / "data")
     calls = []
@@ -157,6 +159,8 @@ def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch):
     cfg = _cfg("models=[dlinear]", "datasets=[exchange]", "horizons=[96]", "seeds=[2021,2022,2023]", "threads=2",
                f"peer.tslib={checkout}", f"reference_accuracy_csv={out}", "render=false", f"overrides=['data_dir={data}']")
     assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 1  # seed 2023 failed
+    shown = capsys.readouterr().out  # the reference's progress is echoed as it comes, its other chatter is not
+    assert "  speed: 0.0100s/iter; left time: 10.0000s" in shown and "Use CPU" not in shown
     assert [c[2] for c in calls] == ["2021", "2022", "2023"]
     assert all(name == "tslib_train.py" and cwd == checkout and threads == "2" for name, cwd, _, threads in calls)
     rows = records.read_csv(out)

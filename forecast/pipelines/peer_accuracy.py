@@ -1,13 +1,14 @@
 """The reference's test error at our settings: ``scripts/benchmark.py mode=peer_accuracy``.
 
-Where a cell of ours misses its paper, the first question is whether the paper's own code, trained
-here, does better. This mode answers it for the models Time-Series-Library ("TSLib") implements:
-for each model x dataset x horizon and each of ``seeds``, TSLib's own ``run.py`` trains and tests
-the cell (its model, loader, Adam, MSE, ``type1`` halving, early stopping on validation, every
-test window) at the settings our experiment file gives (window, batch, rate, epochs, patience and
-the network's sizes, read from our composed configuration of the cell), on the same CSV file, with
-the seed set by ``scripts/peers/tslib_train.py``, in the checkout (TSLib finds its models in
-``./models`` and writes its ``checkpoints/`` and ``results/`` there, as for its users). One row per run goes to
+Where a cell of ours misses its paper, the first question is whether the reference implementation,
+trained here, does better. This mode answers it for the models Time-Series-Library ("TSLib", by
+the Autoformer authors' group) implements: for each model x dataset x horizon and each of
+``seeds``, TSLib's own ``run.py`` trains and tests the cell (its model, loader, Adam, MSE,
+``type1`` halving, early stopping on validation, every test window) at the settings our experiment
+file gives (window, batch, rate, epochs, patience and the network's sizes, read from our composed
+configuration of the cell), on the same CSV file, with the seed set by
+``scripts/peers/tslib_train.py``, in the checkout (TSLib finds its models in ``./models`` and
+writes its ``checkpoints/`` and ``results/`` there, as for its users). One row per run goes to
 ``benchmarks/reference_accuracy.csv`` (:data:`forecast.records.REFERENCE_ACCURACY_COLUMNS`), with
 the full argument list and the command that repeats it; ``benchmarks/README.md`` sets each beside
 our live fp32 every-window run of the same cell and seed.
@@ -134,13 +135,14 @@ def reference_command(model: str, dataset: str, horizon: int, seed: int, overrid
 
 
 def _stream(command: list[str], cwd: str, env: dict) -> tuple[int, str]:
-    """Run the reference, echoing its epoch lines as they come; ``(exit code, whole output)``."""
+    """Run the reference, echoing its progress as it comes (its every-100-steps loss, speed and time
+    left, and each epoch's losses); ``(exit code, whole output)``."""
     lines = []
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
             lines.append(line)
-            if line.startswith(("Epoch:", "Early stopping", "mse:")):
-                print(f"  {line.rstrip()}", flush=True)
+            if line.lstrip().startswith(("iters:", "speed:", "Epoch:", "Early stopping", "mse:")):
+                print(f"  {line.strip()}", flush=True)
     return proc.returncode, "".join(lines)
 
 
