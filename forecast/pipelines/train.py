@@ -108,6 +108,8 @@ def check_checkpoint(module: ForecastModule, path: str) -> None:
     """Refuse a ``ckpt_path`` whose weights do not fit the network this configuration builds
     (another calendar, window, channel count or ``model.*`` setting), naming the first difference
     and the options of the run that wrote it, before anything is logged or trained."""
+    if path in ("last", "best", "hpc", "registry"):  # Lightning's own names, resolved by the Trainer
+        return
     source = Path(path)
     if not source.is_file():
         raise ConfigError(f"ckpt_path={path}: no such file. Fix: the .ckpt of a run (its checkpoints/ folder).")
