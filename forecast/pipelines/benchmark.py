@@ -133,10 +133,16 @@ def split_train_overrides(argv: list[str]) -> list[str]:
     return [*argv[:cut], f"overrides=[{quoted}]"]
 
 
+def kept_overrides(*dropped: str) -> list[str]:
+    """This command's own overrides that a row's reproduction command keeps: all but those that say
+    where rows go (``_NOT_IN_COMMAND``), the train.py ``overrides`` (given after ``--``) and ``dropped``."""
+    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    return [o for o in given if o.lstrip("+~").split("=", 1)[0] not in (*_NOT_IN_COMMAND, "overrides", *dropped)]
+
+
 def _cell_command(model: str, dataset: str, horizon: int, overrides) -> str:
     """The command that measures this one cell again, with the settings this run was given."""
-    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    kept = [o for o in given if o.lstrip("+~").split("=", 1)[0] not in (*_NOT_IN_COMMAND, "overrides")]
+    kept = kept_overrides()
     train = ["--", *map(str, overrides)] if overrides else []
     return tracking.shell_join(["python", "scripts/benchmark.py", f"models=[{model}]", f"datasets=[{dataset}]",
                                 f"horizons=[{horizon}]", *kept, *train])

@@ -283,12 +283,9 @@ def _last_json(proc: subprocess.CompletedProcess, what: str) -> dict:
 def peer_command(cfg, model: str, dataset: str, horizon: int, revision: str | None = None) -> str:
     """The command that measures this one comparison again, with the settings this run was given
     (``revision``: the commit the reference was, in place of a branch name that moves on)."""
-    from hydra.core.hydra_config import HydraConfig
+    from forecast.pipelines.benchmark import kept_overrides
 
-    from forecast.pipelines.benchmark import _NOT_IN_COMMAND
-
-    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    kept = [o for o in given if o.lstrip("+~").split("=", 1)[0] not in (*_NOT_IN_COMMAND, "overrides", "peer.revision")]
+    kept = kept_overrides("peer.revision")
     if revision:
         kept.append(f"peer.revision={revision}")
     train = ["--", *map(str, cfg.overrides)] if cfg.overrides else []

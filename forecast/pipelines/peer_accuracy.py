@@ -122,13 +122,9 @@ def parse_result(output: str) -> dict:
 
 def reference_command(model: str, dataset: str, horizon: int, seed: int, overrides) -> str:
     """The command that repeats one reference run, with the settings this one was given."""
-    from hydra.core.hydra_config import HydraConfig
+    from forecast.pipelines.benchmark import kept_overrides
 
-    from forecast.pipelines.benchmark import _NOT_IN_COMMAND
-
-    given = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    kept = [o for o in given if o.lstrip("+~").split("=", 1)[0] not in (*_NOT_IN_COMMAND, "overrides", "seeds",
-                                                                           "reference_accuracy_csv")]
+    kept = kept_overrides("seeds")  # the row's own seed is given instead
     train = ["--", *map(str, overrides)] if overrides else []
     return tracking.shell_join(["python", "scripts/benchmark.py", "mode=peer_accuracy", f"models=[{model}]",
                                 f"datasets=[{dataset}]", f"horizons=[{horizon}]", f"seeds=[{seed}]", *kept, *train])
