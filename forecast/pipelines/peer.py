@@ -222,9 +222,11 @@ def revision_checkout(repo: Path, revision: str):
         shutil.rmtree(parent, ignore_errors=True)
 
 
-def check(cfg, cells: list[tuple[str, str, int]]) -> tuple[Path, str]:
+def check(cfg, cells: list[tuple[str, str, int]], own_loaders: bool = True) -> tuple[Path, str]:
     """The reference checkout (``peer.tslib`` or ``peer.dpad``) and its interpreter, or a
-    :class:`ConfigError` that says what to set."""
+    :class:`ConfigError` that says what to set. ``own_loaders``: the cells' datasets must be ones
+    the reference loads by name (``TSLIB_DATA``); ``mode=peer_accuracy`` gives it our data file
+    instead."""
     given = [f"peer.{k}" for k in ("tslib", "dpad", "revision") if cfg.peer.get(k)]
     if len(given) > 1:
         raise ConfigError(f"{' and '.join(given)} set together: a comparison has one reference. Fix: keep one of them.")
@@ -259,7 +261,7 @@ def check(cfg, cells: list[tuple[str, str, int]]) -> tuple[Path, str]:
             if model not in cfg.peer.pairs:
                 raise ConfigError(f"mode=peer: no reference pairing for model {model}. Fix: models among "
                                   f"{sorted(cfg.peer.pairs)}, or add peer.pairs.{model} to conf/benchmark.yaml.")
-    for _, dataset, _ in cells if cfg.get("mode") != "peer_accuracy" else []:  # that mode reads our data file
+    for _, dataset, _ in cells if own_loaders else []:
         if dataset not in TSLIB_DATA:
             raise ConfigError(f"mode=peer: dataset {dataset} is not wired to the reference's loaders. Fix: one of {sorted(TSLIB_DATA)}.")
     return checkout, python

@@ -151,7 +151,7 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
     if cfg.peer.get("dpad") or cfg.peer.get("revision"):
         raise ConfigError("mode=peer_accuracy trains Time-Series-Library's code (peer.tslib); peer.dpad and "
                           "peer.revision are references of mode=peer only. Fix: peer.tslib=<checkout>.")
-    checkout, python = check(cfg, cells)
+    checkout, python = check(cfg, cells, own_loaders=False)
     commit = commit_of(checkout, str(cfg.peer.commit))
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads),
            "PYTHONDONTWRITEBYTECODE": "1"}
