@@ -248,6 +248,15 @@ def _run_command() -> list[str]:
     return ["python", f"{hc.job.name}.py", *hc.overrides.task, *run_dir]
 
 
+def saved_overrides(ckpt_path: str | Path) -> tuple[Path, list[str] | None]:
+    """``(<run>/.hydra/overrides.yaml, its overrides)`` of the run whose ``checkpoints/`` folder
+    holds ``ckpt_path``; the overrides are ``None`` when Hydra saved none there."""
+    saved = Path(str(ckpt_path)).parent.parent / ".hydra" / "overrides.yaml"
+    if not saved.exists():
+        return saved, None
+    return saved, [str(o) for o in (yaml.safe_load(saved.read_text()) or [])]
+
+
 def training_command(cfg: DictConfig, trains: bool) -> str:
     """The command that trained the weights this run tests (``train_command`` of its row).
 
@@ -263,13 +272,9 @@ def training_command(cfg: DictConfig, trains: bool) -> str:
         return ""
     if trains or not cfg.ckpt_path:
         return tracking.shell_join(_run_command())
-    ckpt = Path(str(cfg.ckpt_path))
-    run_dir = ckpt.parent.parent
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if saved.exists():
-        overrides = [str(o) for o in (yaml.safe_load(saved.read_text()) or [])]
-        if "train=false" not in overrides:
-            return tracking.shell_join(["python", "train.py", *overrides, f"hydra.run.dir={run_dir}"])
+    saved, overrides = saved_overrides(cfg.ckpt_path)
+    if overrides is not None and "train=false" not in overrides:
+        return tracking.shell_join(["python", "train.py", *overrides, f"hydra.run.dir={saved.parent.parent}"])
     given = cfg.get("train_command")
     if given:
         return str(given)

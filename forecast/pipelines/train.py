@@ -11,7 +11,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import yaml
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -25,7 +24,7 @@ from forecast.memory import keep_freed_memory
 from forecast.models.base import Network
 from forecast.module import ForecastModule
 from forecast.plots import decomposition_figure, forecast_figure, shown_channels
-from forecast.records import record_accuracy, training_command
+from forecast.records import record_accuracy, saved_overrides, training_command
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ def check_checkpoint(module: ForecastModule, path: str) -> None:
         raise ConfigError(f"ckpt_path={path}: no such file. Fix: the .ckpt of a run (its checkpoints/ folder).")
     if not module.trainable:
         return
-    state = torch.load(source, map_location="cpu", weights_only=False).get("state_dict", {})
+    state = torch.load(source, map_location="cpu", weights_only=False, mmap=True).get("state_dict", {})  # shapes only
     ours = module.state_dict()
     differences = [f"{k} is {list(v.shape)} there, {list(ours[k].shape)} here" for k, v in state.items()
                    if k in ours and hasattr(v, "shape") and tuple(v.shape) != tuple(getattr(ours[k], "shape", ()))]
@@ -123,9 +122,8 @@ def check_checkpoint(module: ForecastModule, path: str) -> None:
     differences += [f"{k} is missing from it" for k in ours if k not in state]
     if not differences:
         return
-    saved = source.parent.parent / ".hydra" / "overrides.yaml"
-    trained = [str(o) for o in yaml.safe_load(saved.read_text()) or []] if saved.exists() else []
-    options = [o for o in trained if not o.startswith(("hydra.", "ckpt_path=", "train=", "record="))]
+    saved, trained = saved_overrides(source)
+    options = [o for o in trained or [] if not o.startswith(("hydra.", "ckpt_path=", "train=", "record="))]
     hint = (f"the options of the run that wrote it ({saved}): {' '.join(options)}" if options
             else "the model, data and window options of the run that wrote it")
     more = f" (and {len(differences) - 1} more)" if len(differences) > 1 else ""
