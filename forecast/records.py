@@ -380,15 +380,19 @@ def _summary(rows: list[dict]) -> list[dict]:
     return out
 
 
+def _headline(rows: list[dict]) -> list[dict]:
+    """The runs that headline a cell: live fp32 runs on every test window with the best checkpoint
+    (protocol ``every-window``), one per seed."""
+    return [r for r in _one_per_seed(rows) if r["protocol"] == "every-window" and r["precision"] == "32-true"]
+
+
 def _overview(rows: list[dict]) -> list[dict]:
-    """The headline accuracy of every model, dataset and horizon: live fp32 runs on every test
-    window with the best checkpoint (protocol ``every-window``), mean over the seeds, beside the
-    published value."""
+    """The headline accuracy of every model, dataset and horizon (:func:`_headline`), mean over
+    the seeds, beside the published value."""
     cells: dict[tuple, list[dict]] = {}
-    for row in _one_per_seed(rows):
-        if row["protocol"] == "every-window" and row["precision"] == "32-true":
-            key = (row["model"], row["dataset"], row["features"], int(row["seq_len"]), int(row["pred_len"]))
-            cells.setdefault(key, []).append(row)
+    for row in _headline(rows):
+        key = (row["model"], row["dataset"], row["features"], int(row["seq_len"]), int(row["pred_len"]))
+        cells.setdefault(key, []).append(row)
     out = []
     for (model, dataset, features, seq_len, pred_len), runs in sorted(cells.items()):
         mse = np.mean([float(r["mse"]) for r in runs])
@@ -435,32 +439,31 @@ def _peer_table(rows: list[dict]) -> list[str]:
                             "machine"]), ""]
 
 
-def _ours_by_seed(rows: list[dict]) -> dict[tuple, float]:
-    """Our live fp32 every-window MSE per (model, dataset, seq_len, pred_len, seed), plain models only."""
-    return {(r["model"], r["dataset"], int(r["seq_len"]), int(r["pred_len"]), int(r["seed"])): float(r["mse"])
-            for r in live(rows) if r["protocol"] == "every-window" and r["precision"] == "32-true" and r["seed"]}
+def _cell_seed(row: dict) -> tuple:
+    """(model, dataset, seq_len, pred_len, seed): what pairs a reference run with a run of ours."""
+    return row["model"], row["dataset"], int(row["seq_len"]), int(row["pred_len"]), int(row["seed"])
 
 
 def _reference_tables(reference: list[dict], rows: list[dict]) -> list[str]:
-    """Per cell: the reference's mean over its seeds beside ours over the same seeds; then every run."""
-    ours = _ours_by_seed(rows)
+    """Per cell: the reference's mean over its seeds beside ours (:func:`_headline`, plain models)
+    over the same seeds; then every run."""
+    ours = {_cell_seed(r): float(r["mse"]) for r in _headline(rows) if r["seed"]}
     cells: dict[tuple, list[dict]] = {}
     for r in live(reference):
-        cells.setdefault((r["model"], r["dataset"], int(r["seq_len"]), int(r["pred_len"]), r["reference"]), []).append(r)
+        cells.setdefault((*_cell_seed(r)[:4], r["reference"]), []).append(r)
     summary = []
     for (model, dataset, seq_len, pred_len, label), runs in cells.items():
         seeds = [int(r["seed"]) for r in runs]
         ref = float(np.mean([float(r["mse"]) for r in runs]))
-        same = [ours[(model, dataset, seq_len, pred_len, s)] for s in seeds if (model, dataset, seq_len, pred_len, s) in ours]
-        mine = float(np.mean(same)) if len(same) == len(seeds) else None
+        same = [ours[_cell_seed(r)] for r in runs if _cell_seed(r) in ours]
+        mine = float(np.mean(same)) if len(same) == len(runs) else None
         paper = runs[0]["paper_mse"]
         summary.append({"model": model, "setting": f"{dataset} {seq_len} → {pred_len}", "reference": label,
                         "seeds": ", ".join(map(str, seeds)), "reference mse": f"{ref:.4f}", "Δ reference": _delta(ref, paper),
                         "ours mse (same seeds)": f"{mine:.4f}" if mine is not None else "not all run",
                         "Δ ours": _delta(mine, paper) if mine is not None else "", "paper_mse": paper})
     shown = [{**r, "setting": f"{r['dataset']} {r['seq_len']} → {r['pred_len']}",
-              "ours mse": (f"{ours[key]:.4f}" if (key := (r["model"], r["dataset"], int(r["seq_len"]), int(r["pred_len"]),
-                                                         int(r["seed"]))) in ours else ""),
+              "ours mse": f"{ours[_cell_seed(r)]:.4f}" if _cell_seed(r) in ours else "",
               "superseded": "**yes**" if superseded(r) else "", "arguments": f"`{r['arguments']}`",
               "command": f"`{r['command']}`"} for r in reference]
     return [*_table(summary, ["model", "setting", "reference", "seeds", "reference mse", "Δ reference",
@@ -471,9 +474,9 @@ def _reference_tables(reference: list[dict], rows: list[dict]) -> list[str]:
 
 def render_readme(folder: Path) -> Path:
     """Write ``folder/README.md`` from ``folder/accuracy.csv``, ``folder/speed.csv`` and
-    ``folder/reference_accuracy.csv``: the accuracy overview, the reference at our settings, the speed tables (current, then historical), the accuracy rows grouped by
-    model and dataset beside the published values, and the hand-written sections kept in
-    ``folder/notes.md``."""
+    ``folder/reference_accuracy.csv``: the accuracy overview, the reference at our settings, the
+    speed tables (current, then historical), the accuracy rows grouped by model and dataset beside
+    the published values, and the hand-written sections kept in ``folder/notes.md``."""
     rows = read_csv(folder / "accuracy.csv")
     speed = read_csv(folder / "speed.csv")
     reference = read_csv(folder / "reference_accuracy.csv")
