@@ -69,8 +69,10 @@ PROTOCOLS = ("every-window", "drop-last", "last-epoch, drop-last", "last-epoch, 
 TRUE = ("true", "1", "yes")
 
 
-def machine() -> str:
-    """CPU model, cores, torch build and threads, e.g. ``Intel Xeon … (2 cores), torch 2.13.0+cpu, 1 thread``."""
+def machine(threads: int | None = None, torch_build: bool = True) -> str:
+    """CPU model, cores, torch build and threads, e.g. ``Intel Xeon … (2 cores), torch 2.13.0+cpu, 1 thread``.
+    For a run of another process and interpreter (the reference of ``mode=peer_accuracy``): its
+    ``threads``, and ``torch_build=False`` to leave out this interpreter's torch."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -80,7 +82,8 @@ def machine() -> str:
     except OSError:
         pass
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()} cores"
-    return f"{cpu} ({device}), torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    build = f", torch {torch.__version__}" if torch_build else ""
+    return f"{cpu} ({device}){build}, {threads or torch.get_num_threads()} thread(s)"
 
 
 # ------------------------------------------------------------------ files

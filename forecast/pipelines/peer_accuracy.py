@@ -189,7 +189,7 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
                "epochs_run": result["epochs_run"], "seconds": f"{time.perf_counter() - start:.0f}",
                "threads": cfg.threads, "superseded": "false", "notes": "",
                "arguments": " ".join(shown), "command": reference_command(model, dataset, horizon, seed, cfg.overrides),
-               "machine": machine().split(", torch")[0] + f", {cfg.threads} thread(s)", "date": dt.date.today().isoformat()}
+               "machine": machine(threads=cfg.threads, torch_build=False), "date": dt.date.today().isoformat()}
         append_row(out_csv, REFERENCE_ACCURACY_COLUMNS, row)
         print(f"  reference test MSE {row['mse']}, MAE {row['mae']} after {row['epochs_run']} epochs "
               f"({row['seconds']} s)", flush=True)
