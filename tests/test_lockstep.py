@@ -92,10 +92,10 @@ def _epochs(out: str) -> list[tuple[float, ...]]:
             for line in out.splitlines() if line.startswith("epoch")]
 
 
-@pytest.mark.parametrize("offset", [0.0, 0.5])
-def test_the_same_code_trains_identically_and_different_code_does_not(tmp_path, capsys, offset):
+@pytest.mark.parametrize("offset, init", [(0.0, "reference"), (0.0, "ours"), (0.5, "reference")])
+def test_the_same_code_trains_identically_and_different_code_does_not(tmp_path, capsys, offset, init):
     checkout = _checkout(tmp_path / "tslib", offset)
-    assert autoformer_lockstep.main([str(checkout), "--epochs", "2", *SMALL]) == 0
+    assert autoformer_lockstep.main([str(checkout), "--epochs", "2", "--init", init, *SMALL]) == 0
     out = capsys.readouterr().out
     rows = _epochs(out)
     assert len(rows) == 2 and all(len(r) == 6 for r in rows)  # train, val, test for each side

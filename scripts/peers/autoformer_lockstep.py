@@ -7,7 +7,8 @@ Where our cell and the reference's (``scripts/benchmark.py mode=peer_accuracy``)
 seeds, two things can differ: the code, or the random draws (initial weights, batch order,
 dropout masks). This removes the draws that can be shared: TSLib's network is built from the
 checkout (``CHECKOUT/models/Autoformer.py``, imported, not copied) at ``--seed``, ours is loaded
-with its initial weights (:func:`reference_weights`), and both are trained by the same loop on
+with its initial weights (:func:`reference_weights`; ``--init ours``: ours is drawn at the seed and
+the reference loaded with its weights), and both are trained by the same loop on
 the same batches of our data module (the same windows and scaling as TSLib's loader), with Adam at
 the experiment's rate halved every epoch from the second (``type1``); before each step the
 generator is reset to the same state for both, so their dropout masks are the same draws where
@@ -104,6 +105,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--epochs", type=int, default=None, help="default: the experiment's max_epochs")
     parser.add_argument("--torch-dropout", action="store_true", help="ours with torch.nn.Dropout, as the reference")
+    parser.add_argument("--init", choices=("reference", "ours"), default="reference",
+                        help="whose constructor draws the shared initial weights at --seed")
     parser.add_argument("overrides", nargs="*", help="train.py overrides (default experiment=autoformer_ili_48)")
     args = parser.parse_intermixed_args(argv)
     model_file = Path(args.checkout) / "models" / "Autoformer.py"
@@ -127,11 +130,21 @@ def main(argv: list[str]) -> int:
 
     torch.manual_seed(args.seed)
     reference = Reference(options)
-    ours = Autoformer(options.seq_len, options.pred_len, options.enc_in, data.mark_dim, options.label_len,
-                      d_model=options.d_model, n_heads=options.n_heads, d_ff=options.d_ff, e_layers=options.e_layers,
-                      d_layers=options.d_layers, moving_avg=options.moving_avg, factor=options.factor,
-                      dropout=options.dropout, activation=options.activation)
-    ours.load_state_dict(reference_weights(reference.state_dict()))
+    ours_options = SimpleNamespace(seq_len=options.seq_len, pred_len=options.pred_len, enc_in=options.enc_in,
+                                   mark_dim=data.mark_dim, label_len=options.label_len, d_model=options.d_model,
+                                   n_heads=options.n_heads, d_ff=options.d_ff, e_layers=options.e_layers,
+                                   d_layers=options.d_layers, moving_avg=options.moving_avg, factor=options.factor,
+                                   dropout=options.dropout, activation=options.activation)
+    ours = Autoformer(**vars(ours_options))
+    if args.init == "reference":
+        ours.load_state_dict(reference_weights(reference.state_dict()))
+    else:  # ours drawn at the seed, copied into the reference through the same (view-sharing) map
+        torch.manual_seed(args.seed)
+        ours = Autoformer(**vars(ours_options))
+        theirs = reference_weights(reference.state_dict())
+        with torch.no_grad():
+            for name, value in ours.state_dict().items():
+                theirs[name].copy_(value)
     if args.torch_dropout:
         for module in list(ours.modules()):
             for name, child in module.named_children():
@@ -153,8 +166,9 @@ def main(argv: list[str]) -> int:
     val, test = data.val_dataloader(), data.test_dataloader()
     epochs = args.epochs or int(cfg.trainer.max_epochs)
     best = {k: (float("inf"), None, 0) for k in runs}
-    print(f"lockstep {data.name} {options.seq_len}->{horizon}, seed {args.seed}, dropout {options.dropout}"
-          f"{' (torch.nn.Dropout in ours)' if args.torch_dropout else ''}, {epochs} epochs; every-window MSE")
+    print(f"lockstep {data.name} {options.seq_len}->{horizon}, seed {args.seed}, initial weights drawn by {args.init}, "
+          f"dropout {options.dropout}{' (torch.nn.Dropout in ours)' if args.torch_dropout else ''}, {epochs} epochs; "
+          "every-window MSE")
     for epoch in range(epochs):
         lr = rate * 0.5 ** max(0, epoch - 1)  # type1: the first two epochs at the initial rate
         for optimizer in optimizers.values():
