@@ -114,6 +114,7 @@ def main(argv: list[str]) -> int:
         raise SystemExit(f"{model_file} does not exist. Fix: give the root of a Time-Series-Library checkout.")
     from hydra.utils import instantiate
 
+    from forecast.data.windows import collate_batch
     from forecast.layers.dropout import Dropout
     from forecast.models.autoformer import Autoformer
 
@@ -135,8 +136,8 @@ def main(argv: list[str]) -> int:
                                    n_heads=options.n_heads, d_ff=options.d_ff, e_layers=options.e_layers,
                                    d_layers=options.d_layers, moving_avg=options.moving_avg, factor=options.factor,
                                    dropout=options.dropout, activation=options.activation)
-    ours = Autoformer(**vars(ours_options))
     if args.init == "reference":
+        ours = Autoformer(**vars(ours_options))
         ours.load_state_dict(reference_weights(reference.state_dict()))
     else:  # ours drawn at the seed, copied into the reference through the same (view-sharing) map
         torch.manual_seed(args.seed)
@@ -162,7 +163,7 @@ def main(argv: list[str]) -> int:
     optimizers = {k: torch.optim.Adam(net.parameters(), lr=rate) for k, (net, _) in runs.items()}
     order = torch.Generator().manual_seed(args.seed)
     train = torch.utils.data.DataLoader(data.datasets["train"], batch_size=data.batch_size, shuffle=True,
-                                        generator=order, collate_fn=data.train_dataloader().collate_fn)
+                                        generator=order, collate_fn=collate_batch)
     val, test = data.val_dataloader(), data.test_dataloader()
     epochs = args.epochs or int(cfg.trainer.max_epochs)
     best = {k: (float("inf"), None, 0) for k in runs}
