@@ -1,7 +1,7 @@
 """Train Time-Series-Library's Autoformer and ours in lockstep, to tell a code difference from chance.
 
-    python scripts/peers/autoformer_lockstep.py CHECKOUT [--seed 2021] [--epochs N] [--torch-dropout] \
-        [train.py overrides: experiment=autoformer_ili_48 data_dir=../shared/data ...]
+    python scripts/peers/autoformer_lockstep.py CHECKOUT [--seed 2021] [--init reference|ours] [--epochs N] \
+        [--torch-dropout] [train.py overrides: experiment=autoformer_ili_48 data_dir=../shared/data ...]
 
 Where our cell and the reference's (``scripts/benchmark.py mode=peer_accuracy``) differ over
 seeds, two things can differ: the code, or the random draws (initial weights, batch order,
@@ -11,8 +11,9 @@ with its initial weights (:func:`reference_weights`; ``--init ours``: ours is dr
 the reference loaded with its weights), and both are trained by the same loop on
 the same batches of our data module (the same windows and scaling as TSLib's loader), with Adam at
 the experiment's rate halved every epoch from the second (``type1``); before each step the
-generator is reset to the same state for both, so their dropout masks are the same draws where
-the calls match (with ``--torch-dropout`` ours uses ``torch.nn.Dropout`` like the reference). After
+generator is reset to the same state for both, so that with ``--torch-dropout`` (ours then uses
+``torch.nn.Dropout`` like the reference) their dropout masks are the same draws where the calls
+match; ours' own dropout draws its masks otherwise (:mod:`forecast.layers.dropout`). After
 every epoch both are scored on every validation and test window; the last line gives each one's
 test MSE at its best validation epoch. With dropout 0 the two runs must agree to rounding: a
 larger difference is a difference of code.
@@ -179,7 +180,7 @@ def main(argv: list[str]) -> int:
         for step, batch in enumerate(train):
             state = torch.get_rng_state()
             for k, (net, forecast) in runs.items():
-                torch.set_rng_state(state)  # the same dropout draws for both
+                torch.set_rng_state(state)  # each starts its step from the same generator state
                 net.train()
                 optimizers[k].zero_grad()
                 loss = (forecast(batch) - batch["y"]).square().mean()
