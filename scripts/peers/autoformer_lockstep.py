@@ -9,8 +9,9 @@ dropout masks). This removes the draws that can be shared: TSLib's network is bu
 checkout (``CHECKOUT/models/Autoformer.py``, imported, not copied) at ``--seed``, ours is loaded
 with its initial weights (:func:`reference_weights`; ``--init ours``: ours is drawn at the seed and
 the reference loaded with its weights), and both are trained by the same loop on
-the same batches of our data module (the same windows and scaling as TSLib's loader), with Adam at
-the experiment's rate halved every epoch from the second (``type1``); before each step the
+the same batches of our data module (the same windows and scaling as TSLib's loader), each with
+the experiment's optimiser and schedule (Adam at 1e-4 halved every epoch from the second,
+``type1``, in every Autoformer experiment file); before each step the
 generator is reset to the same state for both, so that with ``--torch-dropout`` (ours then uses
 ``torch.nn.Dropout`` like the reference) their dropout masks are the same draws where the calls
 match; ours' own dropout draws its masks otherwise (:mod:`forecast.layers.dropout`). After
@@ -36,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from forecast.config import compose_train  # noqa: E402
 from forecast.errors import ConfigError  # noqa: E402
+from forecast.metrics import ForecastMetrics  # noqa: E402
 
 # TSLib's TimeFeatureEmbedding sizes its calendar map by --freq; the one whose width is ours
 FREQ_BY_MARKS = {1: "m", 2: "w", 3: "d", 4: "h", 5: "t", 6: "s"}
@@ -60,8 +62,7 @@ def reference_weights(state: dict) -> dict:
         out[f"{ours}_embedding.value.weight"] = state[f"{theirs}_embedding.value_embedding.tokenConv.weight"]
         if f"{theirs}_embedding.temporal_embedding.embed.weight" in state:
             out[f"{ours}_embedding.calendar.weight"] = state[f"{theirs}_embedding.temporal_embedding.embed.weight"]
-    layers = sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.attn_layers.")})
-    for i in layers:
+    for i in sorted({int(k.split(".")[2]) for k in state if k.startswith("encoder.attn_layers.")}):
         correlation(f"encoder.{i}.correlation", f"encoder.attn_layers.{i}.attention")
         feed_forward(f"encoder.{i}", f"encoder.attn_layers.{i}")
     for i in sorted({int(k.split(".")[2]) for k in state if k.startswith("decoder.layers.")}):
@@ -90,14 +91,12 @@ def reference_options(cfg, data) -> SimpleNamespace:
                            freq=FREQ_BY_MARKS[data.mark_dim])
 
 
-def every_window_mse(forecast, loader) -> float:
-    squared, count = 0.0, 0
+def every_window_mse(forecast, loader, c_out: int) -> float:
+    metrics = ForecastMetrics(c_out=c_out)
     with torch.no_grad():
         for batch in loader:
-            error = forecast(batch) - batch["y"]
-            squared += error.square().sum().item()
-            count += error.numel()
-    return squared / count
+            metrics.update(forecast(batch), batch["y"])
+    return metrics.compute()["mse"].item()
 
 
 def main(argv: list[str]) -> int:
@@ -117,13 +116,13 @@ def main(argv: list[str]) -> int:
 
     from forecast.data.windows import collate_batch
     from forecast.layers.dropout import Dropout
-    from forecast.models.autoformer import Autoformer
+    from forecast.pipelines.train import build_data
 
     cfg = compose_train(args.overrides or ["experiment=autoformer_ili_48"])
     if not str(cfg.model._target_).endswith("Autoformer"):
         raise SystemExit(f"lockstep compares Autoformer; the overrides chose {cfg.model._target_}. Fix: an autoformer experiment.")
     torch.set_num_threads(int(cfg.get("num_threads") or 1))
-    data = instantiate(cfg.data)
+    data = build_data(cfg)  # also fills data.enc_in and data.mark_dim, which the model config reads
     data.setup()
     options = reference_options(cfg, data)
     sys.path.insert(0, str(Path(args.checkout).resolve()))
@@ -132,17 +131,12 @@ def main(argv: list[str]) -> int:
 
     torch.manual_seed(args.seed)
     reference = Reference(options)
-    ours_options = SimpleNamespace(seq_len=options.seq_len, pred_len=options.pred_len, enc_in=options.enc_in,
-                                   mark_dim=data.mark_dim, label_len=options.label_len, d_model=options.d_model,
-                                   n_heads=options.n_heads, d_ff=options.d_ff, e_layers=options.e_layers,
-                                   d_layers=options.d_layers, moving_avg=options.moving_avg, factor=options.factor,
-                                   dropout=options.dropout, activation=options.activation)
     if args.init == "reference":
-        ours = Autoformer(**vars(ours_options))
+        ours = instantiate(cfg.model)
         ours.load_state_dict(reference_weights(reference.state_dict()))
     else:  # ours drawn at the seed, copied into the reference through the same (view-sharing) map
         torch.manual_seed(args.seed)
-        ours = Autoformer(**vars(ours_options))
+        ours = instantiate(cfg.model)
         theirs = reference_weights(reference.state_dict())
         with torch.no_grad():
             for name, value in ours.state_dict().items():
@@ -160,8 +154,8 @@ def main(argv: list[str]) -> int:
         return reference(b["x"], b["x_mark"], decoder_input, decoder_mark)[:, -horizon:]
 
     runs = {"reference": (reference, reference_forecast), "ours": (ours, lambda b: ours(b["x"], b["x_mark"], b["y_mark"]))}
-    rate = float(cfg.module.optimizer.lr)
-    optimizers = {k: torch.optim.Adam(net.parameters(), lr=rate) for k, (net, _) in runs.items()}
+    optimizers = {k: instantiate(cfg.module.optimizer)(net.parameters()) for k, (net, _) in runs.items()}
+    schedules = [instantiate(cfg.module.scheduler)(o) for o in optimizers.values()] if cfg.module.scheduler else []
     order = torch.Generator().manual_seed(args.seed)
     train = torch.utils.data.DataLoader(data.datasets["train"], batch_size=data.batch_size, shuffle=True,
                                         generator=order, collate_fn=collate_batch)
@@ -172,10 +166,7 @@ def main(argv: list[str]) -> int:
           f"dropout {options.dropout}{' (torch.nn.Dropout in ours)' if args.torch_dropout else ''}, {epochs} epochs; "
           "every-window MSE")
     for epoch in range(epochs):
-        lr = rate * 0.5 ** max(0, epoch - 1)  # type1: the first two epochs at the initial rate
-        for optimizer in optimizers.values():
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        lr = optimizers["ours"].param_groups[0]["lr"]
         losses = {k: 0.0 for k in runs}
         for step, batch in enumerate(train):
             state = torch.get_rng_state()
@@ -190,11 +181,13 @@ def main(argv: list[str]) -> int:
         line = [f"epoch {epoch + 1:2d} lr {lr:.2e}"]
         for k, (net, forecast) in runs.items():
             net.eval()
-            v, t = every_window_mse(forecast, val), every_window_mse(forecast, test)
+            v, t = every_window_mse(forecast, val, data.c_out), every_window_mse(forecast, test, data.c_out)
             if v < best[k][0]:
                 best[k] = (v, t, epoch + 1)
             line.append(f"{k}: train {losses[k] / (step + 1):.4f} val {v:.4f} test {t:.4f}")
         print(" | ".join(line), flush=True)
+        for schedule in schedules:
+            schedule.step()
     print("best validation epoch: " + " | ".join(f"{k} epoch {e}, test MSE {t:.4f}" for k, (v, t, e) in best.items()))
     return 0
 
