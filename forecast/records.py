@@ -58,9 +58,10 @@ SPEED_COLUMNS = [
     "speedup", "rounds",
 ]
 # ``scripts/benchmark.py mode=peer_accuracy``: the reference trained and tested at our settings, one
-# row per run; ``arguments`` is its full run.py argument list, ``seconds`` the wall time of the run
+# row per run; ``protocol`` as in ACCURACY_COLUMNS (TSLib: every-window; the official D-PAD code:
+# last-epoch, drop-last); ``arguments`` is its full argument list, ``seconds`` the wall time of the run
 REFERENCE_ACCURACY_COLUMNS = [
-    "model", "dataset", "features", "seq_len", "pred_len", "seed", "reference", "mse", "mae", "paper_mse",
+    "model", "dataset", "features", "seq_len", "pred_len", "seed", "reference", "protocol", "mse", "mae", "paper_mse",
     "epochs_run", "seconds", "threads", "superseded", "notes", "arguments", "command", "machine", "date",
 ]
 # a (setting, seed) has one live row: these columns say what was measured
@@ -448,31 +449,38 @@ def _cell_seed(row: dict) -> tuple:
 
 
 def _reference_tables(reference: list[dict], rows: list[dict]) -> list[str]:
-    """Per cell: the reference's mean over its seeds beside ours (:func:`_headline`, plain models)
-    over the same seeds; then every run."""
-    ours = {_cell_seed(r): float(r["mse"]) for r in _headline(rows) if r["seed"]}
+    """Per cell: the reference's mean over its seeds beside ours (live fp32 runs of the plain model
+    with the reference's test protocol) over the same seeds; then every run."""
+    ours = {(*_cell_seed(r), r["protocol"]): float(r["mse"])
+            for r in _one_per_seed(rows) if r["seed"] and r["precision"] == "32-true"}
+
+    def mine(r: dict) -> tuple:
+        return (*_cell_seed(r), r["protocol"])
+
     cells: dict[tuple, list[dict]] = {}
     for r in live(reference):
-        cells.setdefault((*_cell_seed(r)[:4], r["reference"]), []).append(r)
+        cells.setdefault((*_cell_seed(r)[:4], r["reference"], r["protocol"]), []).append(r)
     summary = []
-    for (model, dataset, seq_len, pred_len, label), runs in cells.items():
+    for (model, dataset, seq_len, pred_len, label, protocol), runs in cells.items():
         seeds = [int(r["seed"]) for r in runs]
         ref = float(np.mean([float(r["mse"]) for r in runs]))
-        same = [ours[_cell_seed(r)] for r in runs if _cell_seed(r) in ours]
-        mine = float(np.mean(same)) if len(same) == len(runs) else None
+        same = [ours[mine(r)] for r in runs if mine(r) in ours]
+        mean = float(np.mean(same)) if len(same) == len(runs) else None
         paper = runs[0]["paper_mse"]
         summary.append({"model": model, "setting": f"{dataset} {seq_len} → {pred_len}", "reference": label,
-                        "seeds": ", ".join(map(str, seeds)), "reference mse": f"{ref:.4f}", "Δ reference": _delta(ref, paper),
-                        "ours mse (same seeds)": f"{mine:.4f}" if mine is not None else "not all run",
-                        "Δ ours": _delta(mine, paper) if mine is not None else "", "paper_mse": paper})
+                        "protocol": protocol, "seeds": ", ".join(map(str, seeds)), "reference mse": f"{ref:.4f}",
+                        "Δ reference": _delta(ref, paper),
+                        "ours mse (same seeds)": f"{mean:.4f}" if mean is not None else "not all run",
+                        "Δ ours": _delta(mean, paper) if mean is not None else "", "paper_mse": paper})
     shown = [{**r, "setting": f"{r['dataset']} {r['seq_len']} → {r['pred_len']}",
-              "ours mse": f"{ours[_cell_seed(r)]:.4f}" if _cell_seed(r) in ours else "",
+              "ours mse": f"{ours[mine(r)]:.4f}" if mine(r) in ours else "",
               "superseded": "**yes**" if superseded(r) else "", "arguments": f"`{r['arguments']}`",
               "command": f"`{r['command']}`"} for r in reference]
-    return [*_table(summary, ["model", "setting", "reference", "seeds", "reference mse", "Δ reference",
+    return [*_table(summary, ["model", "setting", "reference", "protocol", "seeds", "reference mse", "Δ reference",
                               "ours mse (same seeds)", "Δ ours", "paper_mse"]), "", "Every run:", "",
-            *_table(shown, ["model", "setting", "seed", "reference", "mse", "mae", "ours mse", "paper_mse", "epochs_run",
-                            "seconds", "threads", "superseded", "notes", "date", "command", "arguments", "machine"]), ""]
+            *_table(shown, ["model", "setting", "seed", "reference", "protocol", "mse", "mae", "ours mse", "paper_mse",
+                            "epochs_run", "seconds", "threads", "superseded", "notes", "date", "command", "arguments",
+                            "machine"]), ""]
 
 
 def render_readme(folder: Path) -> Path:
@@ -511,10 +519,12 @@ def render_readme(folder: Path) -> Path:
     if reference:
         lines += ["## The reference trained at our settings (`scripts/benchmark.py mode=peer_accuracy`)", "",
                   "Time-Series-Library's own `run.py` (its model, loader, training loop, early stopping and test on every",
-                  "test window) trained and tested at the settings of our experiment file of the cell, on the same CSV",
-                  "file, at the seed given (`scripts/peers/tslib_train.py`); `arguments` is its full argument list.",
-                  "`ours mse` is our live fp32 every-window run of the same cell and seed; the summary compares the",
-                  "means over the same seeds. Where both sides miss the paper alike, the gap is not ours.", ""]
+                  "test window), or for D-PAD the official code's `singlecard.py` (its test drops the last incomplete",
+                  "batch and scores the last epoch's weights), trained and tested at the settings of our experiment file",
+                  "of the cell, on the same CSV file, at the seed given (`scripts/peers/tslib_train.py`,",
+                  "`scripts/peers/dpad_train.py`); `arguments` is its full argument list. `ours mse` is our live fp32",
+                  "run of the same cell and seed with the reference's `protocol`; the summary compares the means over",
+                  "the same seeds. Where both sides miss the paper alike, the gap is not ours.", ""]
         lines += _reference_tables(reference, rows)
     if speed:
         lines += ["## Training speed", "",

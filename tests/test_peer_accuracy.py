@@ -4,6 +4,7 @@ the row per run and the README section. The reference itself is faked; nothing h
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,10 @@ from forecast.pipelines.benchmark import run as benchmark_run
 from tests.helpers import REPO, compose
 
 RUNNER = REPO / "scripts" / "peers" / "tslib_train.py"
+DPAD_RUNNER = RUNNER.parent / "dpad_train.py"
 sys.path.insert(0, str(RUNNER.parent))
-import tslib_train  # noqa: E402  (a script of scripts/peers, not a package)
+import dpad_train  # noqa: E402  (scripts of scripts/peers, not a package)
+import tslib_train  # noqa: E402
 
 
 def _data(folder: Path) -> Path:
@@ -107,8 +110,68 @@ def test_a_training_tslib_cannot_run_is_refused_with_the_fix(tmp_path):
     missing = compose_train(["experiment=dlinear_exchange_96", f"data_dir={tmp_path / 'nowhere'}"])
     with pytest.raises(ConfigError, match="does not exist. Fix: .*data_dir"):
         peer_accuracy.training_arguments(_cfg(), "dlinear", missing, "tag")
-    with pytest.raises(ConfigError, match="peer.tslib"):
-        peer_accuracy.run(_cfg("peer.dpad=/somewhere"), REPO, [("dlinear", "exchange", 96)], tmp_path / "out.csv")
+    with pytest.raises(ConfigError, match="peer.revision is a reference of mode=peer only. Fix: peer.tslib"):
+        peer_accuracy.run(_cfg("peer.revision=HEAD"), REPO, [("dlinear", "exchange", 96)], tmp_path / "out.csv")
+    with pytest.raises(ConfigError, match=r"models=\[dpad\] only, not of \['dlinear'\]"):
+        peer_accuracy.run(_cfg(f"peer.dpad={_fake_dpad(tmp_path / 'dpad')}"), REPO, [("dlinear", "exchange", 96)],
+                          tmp_path / "out.csv")
+
+
+def _fake_dpad(folder: Path) -> Path:
+    """A D-PAD checkout whose singlecard.py seeds, parses and imports as the official one does, and
+    prints what it was given."""
+    (folder / "experiments").mkdir(parents=True, exist_ok=True)
+    (folder / "experiments" / "__init__.py").write_text("")
+    (folder / "experiments" / "exp_ETT.py").write_text("VALUE = 5\n")
+    (folder / "singlecard.py").write_text(
+        "from experiments.exp_ETT import VALUE\nimport argparse, sys\nimport torch\n"
+        "parser = argparse.ArgumentParser()\nparser.add_argument('--rank', type=int, default=0)\n"
+        "parser.add_argument('--data', type=str)\nargs = parser.parse_args()\n\n"
+        "if __name__ == '__main__':\n    torch.manual_seed(79)  # reproducible\n    torch.cuda.manual_seed_all(79)\n"
+        "    print('seed', torch.initial_seed(), 'rank', args.rank, 'data', args.data, 'value', VALUE)\n")
+    return folder
+
+
+def test_the_dpad_runner_runs_the_official_script_at_the_seed_on_the_cpu(tmp_path):
+    checkout = _fake_dpad(tmp_path / "dpad")
+    before = (checkout / "singlecard.py").read_text()
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, str(DPAD_RUNNER), str(checkout), "2024", "--data", "ETTh2"], cwd=work,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "seed 2024 rank cpu data ETTh2 value 5"  # no CUDA here: the rank is the CPU
+    assert (checkout / "singlecard.py").read_text() == before and not list(work.iterdir())
+
+
+def test_the_dpad_seed_lines_and_rank_are_replaced_and_nothing_else():
+    source = ("args = parser.parse_args()\nx = 79\nif 1:\n    torch.manual_seed(79)  # reproducible\n"
+              "    torch.cuda.manual_seed_all(79)\n")
+    assert dpad_train.seeded_source(source, 7, cpu=False) == source.replace("(79)", "(7)")
+    assert dpad_train.seeded_source(source, 7, cpu=True) == source.replace("(79)", "(7)").replace(
+        "parse_args()\n", "parse_args()\nargs.rank = \"cpu\"\n")
+    with pytest.raises(SystemExit, match="found 1 seed lines and 1 parse lines. Fix"):
+        dpad_train.seeded_source(source.replace("    torch.cuda.manual_seed_all(79)\n", ""), 7, cpu=True)
+
+
+def test_the_official_dpad_code_gets_the_settings_of_our_experiment_file(tmp_path):
+    data = _data(tmp_path / "data")
+    train = compose_train(["experiment=dpad_etth1_336", f"data_dir={data}"])
+    value = _args(peer_accuracy.dpad_training_arguments(train, "etth1"))
+    assert {k: value[k] for k in ("--model", "--data", "--data_path", "--seq_len", "--pred_len", "--batch_size",
+                                  "--lr", "--loss", "--train_epochs", "--patience", "--lradj", "--itr")} == {
+        "--model": "DPAD_SE", "--data": "ETTh1", "--data_path": "ETTh1.csv", "--seq_len": str(train.data.seq_len),
+        "--pred_len": "336", "--batch_size": str(train.data.batch_size), "--lr": f"{float(train.module.optimizer.lr):g}",
+        "--loss": "mae", "--train_epochs": str(train.trainer.max_epochs),
+        "--patience": str(train.callbacks.early_stopping.patience), "--lradj": "1", "--itr": "0"}
+    assert value["--root_path"] == f"{Path(train.data.path).resolve().parent}/"
+    assert value["--checkpoints"] == "checkpoints/"  # relative: under the run's scratch folder
+    shown = _args(peer_accuracy.dpad_training_arguments(train, "etth1", shown=True))
+    assert shown["--root_path"] == f"{Path(str(train.data.path)).parent}/"
+    other = compose_train(["experiment=dpad_etth1_336", f"data_dir={data}", "schedule=type1",
+                           "callbacks.early_stopping.min_delta=0"])
+    with pytest.raises(ConfigError, match="schedule=decay95.*min_delta=0.*Fix"):
+        peer_accuracy.dpad_training_arguments(other, "etth1")
 
 
 OUTPUT = """Use CPU
@@ -171,15 +234,58 @@ def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch, ca
     assert f"--root_path {data}/exchange_rate/" in rows[0]["arguments"]
 
 
+DPAD_OUTPUT = """train 8209
+Epoch: 1 cost time: 10.5
+Epoch: 1, Steps: 16 | Train Loss: 0.5000000 valid Loss: 0.6000000 Test Loss: 0.4000000
+Epoch: 2 cost time: 10.1
+Epoch: 2, Steps: 16 | Train Loss: 0.4000000 valid Loss: 0.5500000 Test Loss: 0.3900000
+|  Normed  | mse:0.3999 | mae:0.4200 | rmse:0.6300 | mape:1.0000 | mspe:9.0000 | corr:0.5000 |
+Final mean normed mse:{mse},mae:0.4200
+"""
+
+
+def test_the_official_dpad_code_runs_in_a_scratch_folder_and_its_rows_carry_its_protocol(tmp_path, monkeypatch):
+    checkout = _fake_dpad(tmp_path / "dpad")
+    data = _data(tmp_path / "data")
+    calls = []
+
+    class FakePopen:
+        def __init__(self, command, cwd, env, stdout, stderr, text):
+            calls.append((Path(command[1]).name, Path(cwd), Path(cwd).is_dir(), command[3]))
+            self.returncode, self.stdout = 0, iter(DPAD_OUTPUT.format(mse="0.41" + command[3][-1]).splitlines(True))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(peer_accuracy.subprocess, "Popen", FakePopen)
+    out = tmp_path / "bench" / "reference_accuracy.csv"
+    cfg = _cfg("models=[dpad]", "datasets=[etth1]", "horizons=[336]", "seeds=[2021,2022]", f"peer.dpad={checkout}",
+               f"reference_accuracy_csv={out}", "render=false", f"overrides=['data_dir={data}']")
+    assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 0
+    assert [(name, seed, alive) for name, _, alive, seed in calls] == [("dpad_train.py", "2021", True),
+                                                                         ("dpad_train.py", "2022", True)]
+    folders = [cwd for _, cwd, _, _ in calls]
+    assert checkout not in folders and folders[0] != folders[1] and not any(f.exists() for f in folders)
+    rows = records.read_csv(out)
+    assert [(r["seed"], r["mse"], r["mae"], r["epochs_run"], r["reference"], r["protocol"]) for r in rows] == [
+        ("2021", "0.4110", "0.4200", "2", "D-PAD 718fc3e DPAD_SE", "last-epoch, drop-last"),
+        ("2022", "0.4120", "0.4200", "2", "D-PAD 718fc3e DPAD_SE", "last-epoch, drop-last")]
+    assert "--lradj 1" in rows[0]["arguments"] and f"--root_path {data}/ETT-small/" in rows[0]["arguments"]
+
+
 def _accuracy(seed: int, mse: float, **extra) -> dict:
     return {"model": "dlinear", "dataset": "exchange", "features": "M", "seq_len": "336", "pred_len": "96",
             "mse": f"{mse}", "mae": "0.2", "paper_mse": "0.081", "protocol": "every-window", "precision": "32-true",
             "seed": str(seed), "superseded": "false", **extra}
 
 
-def _reference(seed: int, mse: float) -> dict:
+def _reference(seed: int, mse: float, **extra) -> dict:
     return {"model": "dlinear", "dataset": "exchange", "features": "M", "seq_len": "336", "pred_len": "96",
-            "seed": str(seed), "reference": "TSLib 4e938a1 DLinear", "mse": f"{mse}", "mae": "0.2", "paper_mse": "0.081",
+            "seed": str(seed), "reference": "TSLib 4e938a1 DLinear", "protocol": "every-window", **extra,
+            "mse": f"{mse}", "mae": "0.2", "paper_mse": "0.081",
             "epochs_run": "4", "seconds": "20", "threads": "1", "superseded": "false", "arguments": "--model DLinear",
             "command": "python scripts/benchmark.py mode=peer_accuracy", "machine": "cpu", "date": "2026-12-04"}
 
@@ -195,9 +301,22 @@ def test_the_readme_sets_the_reference_beside_our_runs_of_the_same_seeds(tmp_pat
     summary = next(line for line in section.splitlines() if line.startswith("| dlinear | exchange 336 → 96"))
     cells = [c.strip() for c in summary.strip("|").split("|")]
     # reference mean 0.09 (+11.1 %), ours over the same seeds 0.09 (the superseded 0.50 left out)
-    assert cells[3:8] == ["2021, 2022", "0.0900", "+11.1%", "0.0900", "+11.1%"]
+    assert cells[3:9] == ["every-window", "2021, 2022", "0.0900", "+11.1%", "0.0900", "+11.1%"]
     # a seed of the reference without a live every-window run of ours: no mean of ours is made up
     records.write_csv(tmp_path / "reference_accuracy.csv", records.REFERENCE_ACCURACY_COLUMNS,
                       [_reference(2021, 0.07), _reference(2023, 0.11)])
     section = records.render_readme(tmp_path).read_text().split("## The reference trained at our settings")[1]
     assert "| not all run |" in section
+    # a reference that tests as the official D-PAD code does sits beside our runs of that protocol
+    records.write_csv(tmp_path / "accuracy.csv", records.ACCURACY_COLUMNS, [
+        _accuracy(2021, 0.08), _accuracy(2021, 0.06, protocol="last-epoch, drop-last"),
+        _accuracy(2022, 0.10), _accuracy(2022, 0.04, protocol="last-epoch, drop-last")])
+    official = {"reference": "D-PAD 718fc3e DPAD_SE", "protocol": "last-epoch, drop-last"}
+    records.write_csv(tmp_path / "reference_accuracy.csv", records.REFERENCE_ACCURACY_COLUMNS,
+                      [_reference(2021, 0.07), _reference(2021, 0.09, **official), _reference(2022, 0.07, **official)])
+    section = records.render_readme(tmp_path).read_text().split("## The reference trained at our settings")[1]
+    lines = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+             if line.startswith("| dlinear | exchange 336 → 96")][:2]
+    assert [line[2:8] for line in lines] == [
+        ["TSLib 4e938a1 DLinear", "every-window", "2021", "0.0700", "-13.6%", "0.0800"],
+        ["D-PAD 718fc3e DPAD_SE", "last-epoch, drop-last", "2021, 2022", "0.0800", "-1.2%", "0.0500"]]

@@ -13,19 +13,31 @@ writes its ``checkpoints/`` and ``results/`` there, as for its users). One row p
 the full argument list and the command that repeats it; ``benchmarks/README.md`` sets each beside
 our live fp32 every-window run of the same cell and seed.
 
-Settings TSLib cannot express (another learning-rate schedule, gradient clipping, another loss,
-univariate features) are refused with the fix, so that a row never compares two different
-trainings. Nothing of the reference is imported here or copied into the project.
+For ``models=[dpad]`` with ``peer.dpad=<checkout>`` the reference is the official D-PAD code
+(XYBbo5/D-PAD): its ``singlecard.py`` (the one-process script; the paper's ETTh2 and ETTm runs used
+``run_long.py`` on four GPUs) trains and tests the cell at our experiment file's settings (the
+arguments of :func:`forecast.pipelines.peer.dpad_arguments`, with its epochs, patience and ``lradj 1``
+decay), seeded by ``scripts/peers/dpad_train.py``, in a scratch folder (it writes its checkpoints and
+results relative to the working folder). Its test drops the last incomplete batch and scores the
+last epoch's weights, so its rows carry the protocol ``last-epoch, drop-last`` and sit beside our
+``paper_compat=true`` runs of the same protocol.
+
+Settings the reference cannot express (another learning-rate schedule, gradient clipping, another
+loss, univariate features, another early-stopping threshold for D-PAD) are refused with the fix,
+so that a row never compares two different trainings. Nothing of the reference is imported here or
+copied into the project.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,10 +53,11 @@ RESULT = re.compile(r"mse:\s*([0-9.eE+-]+),\s*mae:\s*([0-9.eE+-]+)")
 EPOCH = re.compile(r"^Epoch: \d+ cost time", re.MULTILINE)
 
 
-def _is_type1(scheduler) -> bool:
-    """Our ``schedule=type1`` (halve after every epoch from the 2nd): TSLib's ``--lradj type1``."""
+def _is_decay(scheduler, gamma: float, hold: int) -> bool:
+    """Our ``forecast.schedulers.epoch_decay`` at ``gamma`` and ``hold``: ``schedule=type1`` (0.5, 1;
+    TSLib's ``--lradj type1``) or ``schedule=decay95`` (0.95, 0; D-PAD's ``--lradj 1``)."""
     return (scheduler is not None and str(scheduler.get("_target_", "")).endswith("epoch_decay")
-            and float(scheduler.get("gamma", 0)) == 0.5 and int(scheduler.get("hold", -1)) == 1)
+            and float(scheduler.get("gamma", 0)) == gamma and int(scheduler.get("hold", -1)) == hold)
 
 
 def _word(value) -> str:
@@ -68,7 +81,7 @@ def training_arguments(cfg, model: str, train, tag: str, shown: bool = False) ->
 
     data, net, module = train.data, train.model, train.module
     problems = []
-    if not _is_type1(module.get("scheduler")):
+    if not _is_decay(module.get("scheduler"), 0.5, 1):
         problems.append("a learning-rate schedule other than schedule=type1 (TSLib: --lradj type1)")
     if train.trainer.get("gradient_clip_val"):
         problems.append(f"trainer.gradient_clip_val={train.trainer.gradient_clip_val} (TSLib does not clip)")
@@ -110,6 +123,39 @@ def training_arguments(cfg, model: str, train, tag: str, shown: bool = False) ->
     return [*args, *(["--individual"] if net.get("individual") else []), "--no_use_gpu"]
 
 
+def dpad_training_arguments(train, dataset: str, shown: bool = False) -> list[str]:
+    """The official D-PAD ``singlecard.py`` arguments that train and test the cell our composed
+    ``train`` config describes: the network and batch of
+    :func:`forecast.pipelines.peer.dpad_arguments`, our epochs and patience, its ``lradj 1``
+    decay, one run (``--itr 0``), checkpoints under the working folder. ``shown``: the data folder
+    as our config gives it, for the record."""
+    from forecast.pipelines.benchmark import to_absolute
+    from forecast.pipelines.peer import dpad_arguments
+
+    data, module = train.data, train.module
+    stopping = train.callbacks.early_stopping
+    problems = []
+    if not _is_decay(module.get("scheduler"), 0.95, 0):
+        problems.append("a learning-rate schedule other than schedule=decay95 (official: x 0.95 after every epoch, --lradj 1)")
+    if train.trainer.get("gradient_clip_val"):
+        problems.append(f"trainer.gradient_clip_val={train.trainer.gradient_clip_val} (the official code does not clip)")
+    if float(stopping.get("min_delta") or 0) != 2e-4:
+        problems.append(f"callbacks.early_stopping.min_delta={stopping.get('min_delta')} (official: 0.0002, fixed in its code)")
+    if str(data.features) != "M":
+        problems.append(f"data.features={data.features} (the official network reads 7 ETT series, M)")
+    if problems:
+        raise ConfigError(f"mode=peer_accuracy: the official D-PAD code would train dpad {data.name} {data.pred_len} "
+                          f"differently: {'; '.join(problems)}. Fix: compare a cell of its paper setting "
+                          "(experiment=dpad_<ett>_<horizon>), or override those settings after --.")
+    path = Path(to_absolute(str(data.path))).resolve()
+    if not path.exists():
+        raise ConfigError(f"mode=peer_accuracy: {path} does not exist. Fix: give the data folder after --, "
+                          "e.g. -- data_dir=../shared/data (or set FORECAST_DATA_DIR).")
+    folder = Path(str(data.path)).parent if shown else path.parent
+    return [*dpad_arguments(train, dataset, f"{folder}/"), "--train_epochs", str(int(train.trainer.max_epochs)),
+            "--patience", str(int(stopping.patience)), "--lradj", "1", "--itr", "0", "--checkpoints", "checkpoints/"]
+
+
 def parse_result(output: str) -> dict:
     """TSLib's printed test error (its last ``mse:…, mae:…``) and the epochs it trained; an error
     quoting the end of the output when there is none (the run failed)."""
@@ -137,22 +183,24 @@ def _stream(command: list[str], cwd: str, env: dict) -> tuple[int, str]:
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
             lines.append(line)
-            if line.lstrip().startswith(("iters:", "speed:", "Epoch:", "Early stopping", "mse:")):
+            if line.lstrip().startswith(("iters:", "speed:", "Epoch:", "Early stopping", "mse:", "Final")):
                 print(f"  {line.strip()}", flush=True)
     return proc.returncode, "".join(lines)
 
 
 def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> int:
-    """Train every cell at every seed with TSLib; one row each; returns the failed runs."""
+    """Train every cell at every seed with the reference (TSLib's ``run.py``, or the official D-PAD
+    ``singlecard.py`` with ``peer.dpad``); one row each; returns the failed runs."""
     from forecast.config import compose_train
     from forecast.pipelines.benchmark import cell_overrides
-    from forecast.pipelines.peer import check, commit_of
+    from forecast.pipelines.peer import DPAD_CLASSES, check, commit_of
 
-    if cfg.peer.get("dpad") or cfg.peer.get("revision"):
-        raise ConfigError("mode=peer_accuracy trains Time-Series-Library's code (peer.tslib); peer.dpad and "
-                          "peer.revision are references of mode=peer only. Fix: peer.tslib=<checkout>.")
-    checkout, python = check(cfg, cells, own_loaders=False)
-    commit = commit_of(checkout, str(cfg.peer.commit))
+    if cfg.peer.get("revision"):
+        raise ConfigError("mode=peer_accuracy trains a reference's own code (peer.tslib, or peer.dpad for "
+                          "models=[dpad]); peer.revision is a reference of mode=peer only. Fix: peer.tslib=<checkout>.")
+    dpad = bool(cfg.peer.get("dpad"))
+    checkout, python = check(cfg, cells, own_loaders=dpad)  # the official D-PAD code loads ETT by its own names
+    commit = commit_of(checkout, str(cfg.peer.dpad_commit if dpad else cfg.peer.commit))
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads),
            "PYTHONDONTWRITEBYTECODE": "1"}
     extra = [str(o) for o in cfg.overrides]
@@ -161,18 +209,27 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
         train = compose_train([*cell_overrides(model, dataset, horizon, repo / "conf"), *extra])
         for seed in cfg.seeds:
             tag = f"{model}_{dataset}_{train.data.seq_len}_{horizon}_s{seed}"
-            planned.append((model, dataset, horizon, int(seed), train, training_arguments(cfg, model, train, tag),
-                            training_arguments(cfg, model, train, tag, shown=True)))
+            if dpad:
+                label = f"D-PAD {commit[:7]} {DPAD_CLASSES[str(train.model.fusion)]}"
+                args, shown = dpad_training_arguments(train, dataset), dpad_training_arguments(train, dataset, shown=True)
+            else:
+                label = f"TSLib {commit[:7]} {cfg.peer.pairs[model].model}"
+                args, shown = training_arguments(cfg, model, train, tag), training_arguments(cfg, model, train, tag, shown=True)
+            planned.append((model, dataset, horizon, int(seed), train, label, args, shown))
     failed = 0
-    runner = str(repo / "scripts" / "peers" / "tslib_train.py")
-    for model, dataset, horizon, seed, train, args, shown in planned:
+    runner = str(repo / "scripts" / "peers" / ("dpad_train.py" if dpad else "tslib_train.py"))
+    # TSLib finds its models in ./models and writes there, as for its users; the official D-PAD code
+    # writes its checkpoints and results relative to the working folder: a scratch one per run
+    protocol = "last-epoch, drop-last" if dpad else "every-window"
+    for model, dataset, horizon, seed, train, label, args, shown in planned:
         command = [python, runner, str(checkout), str(seed), *args]
-        print(f"[{model} {dataset} {horizon} seed {seed}] TSLib {commit[:7]} {cfg.peer.pairs[model].model}, "
-              f"{cfg.threads} thread(s):\n  {tracking.shell_join(command[1:])}", flush=True)
+        print(f"[{model} {dataset} {horizon} seed {seed}] {label}, {cfg.threads} thread(s):\n"
+              f"  {tracking.shell_join(command[1:])}", flush=True)
         if cfg.dry_run:
             continue
         start = time.perf_counter()
-        code, output = _stream(command, str(checkout), env)  # it finds its models in ./models
+        with tempfile.TemporaryDirectory(prefix="dpad-run-") if dpad else contextlib.nullcontext(checkout) as cwd:
+            code, output = _stream(command, str(cwd), env)
         try:
             if code:
                 raise RuntimeError(f"the reference failed (exit {code}):\n{output[-3000:]}")
@@ -184,7 +241,7 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
         data = train.data
         paper_mse, _ = published(repo / "benchmarks" / "published.csv", model, dataset, "M", int(data.seq_len), horizon)
         row = {"model": model, "dataset": dataset, "features": "M", "seq_len": int(data.seq_len), "pred_len": horizon,
-               "seed": seed, "reference": f"TSLib {commit[:7]} {cfg.peer.pairs[model].model}",
+               "seed": seed, "reference": label, "protocol": protocol,
                "mse": f"{result['mse']:.4f}", "mae": f"{result['mae']:.4f}", "paper_mse": paper_mse,
                "epochs_run": result["epochs_run"], "seconds": f"{time.perf_counter() - start:.0f}",
                "threads": cfg.threads, "superseded": "false", "notes": "",
@@ -194,3 +251,4 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
         print(f"  reference test MSE {row['mse']}, MAE {row['mae']} after {row['epochs_run']} epochs "
               f"({row['seconds']} s)", flush=True)
     return failed
+
