@@ -26,6 +26,7 @@ from autoformer_lockstep import reference_weights
 from forecast.models.autoformer import Autoformer
 
 OFFSET = {offset}
+SCALE = {scale}  # None: the fake's own draws (randn * 0.05); else ours' draws, these TSLib names scaled
 
 def names(c):
     d, f = c.d_model, c.d_ff
@@ -64,6 +65,12 @@ class Model(nn.Module):
         self.flat = nn.ParameterDict()
         for name, shape in names(c).items():
             self.flat[name.replace(".", "__")] = nn.Parameter(torch.randn(shape) * 0.05)
+        if SCALE is not None:
+            with torch.no_grad():
+                for ours_name, view in reference_weights(self.state_dict()).items():
+                    view.copy_(self.net.state_dict()[ours_name])
+                for name, factor in SCALE.items():
+                    self.flat[name.replace(".", "__")].mul_(factor)
 
     def state_dict(self, *a, **k):
         return {{n.replace("__", "."): p for n, p in self.flat.items()}}
@@ -79,10 +86,10 @@ SMALL = ["model=autoformer", "data.seq_len=24", "data.pred_len=12", "model.d_mod
          "model.d_ff=32", "model.moving_avg=5", "model.e_layers=1", "model.dropout=0", "data.batch_size=256"]
 
 
-def _checkout(folder: Path, offset: float) -> Path:
+def _checkout(folder: Path, offset: float, scale: dict | None = None) -> Path:
     (folder / "models").mkdir(parents=True)
     (folder / "models" / "__init__.py").write_text("")
-    (folder / "models" / "Autoformer.py").write_text(FAKE.format(offset=offset))
+    (folder / "models" / "Autoformer.py").write_text(FAKE.format(offset=offset, scale=repr(scale)))
     sys.modules.pop("models", None), sys.modules.pop("models.Autoformer", None)
     return folder
 
@@ -181,3 +188,23 @@ def test_ours_with_the_reference_weights_forecasts_as_the_reference(monkeypatch)
         reference.train(mode == "train"), ours.train(mode == "train")
         theirs = reference(x, x_mark, decoder_input, torch.cat([x_mark[:, -18:], y_mark], dim=1))[:, -48:]
         torch.testing.assert_close(ours(x, x_mark, y_mark), theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale, differ", [
+    (None, None),  # the fake's N(0, 0.05) start against torch's default uniform ones and the layer norms' ones
+    ({}, []),  # ours' own draws
+    ({"decoder.projection.weight": 2.0, "encoder.norm.layernorm.weight": 1.5}, ["projection.weight", "encoder_norm.norm.weight"]),
+])
+def test_draws_names_the_parameters_drawn_differently(tmp_path, capsys, scale, differ):
+    checkout = _checkout(tmp_path / "tslib", 0.0, scale)
+    assert autoformer_lockstep.main([str(checkout), "--draws", "3", *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "epoch" not in out  # nothing trains
+    last = out.strip().splitlines()[-1]
+    found = re.fullmatch(r"over seeds 2021-2023: (\d+) of (\d+) parameters drawn differently(?:: (.*))?", last)
+    assert found, last
+    named = found.group(3).split(", ") if found.group(3) else []
+    if differ is None:
+        assert int(found.group(1)) > int(found.group(2)) // 2 and "encoder_norm.norm.weight" in named
+    else:
+        assert sorted(named) == sorted(differ) and int(found.group(1)) == len(differ)

@@ -1,7 +1,7 @@
 """Train Time-Series-Library's Autoformer and ours in lockstep, to tell a code difference from chance.
 
     python scripts/peers/autoformer_lockstep.py CHECKOUT [--seed 2021] [--init reference|ours] [--epochs N] \
-        [--torch-dropout] [train.py overrides: experiment=autoformer_ili_48 data_dir=../shared/data ...]
+        [--torch-dropout] [--draws N] [train.py overrides: experiment=autoformer_ili_48 data_dir=../shared/data ...]
 
 Where our cell and the reference's (``scripts/benchmark.py mode=peer_accuracy``) differ over
 seeds, two things can differ: the code, or the random draws (initial weights, batch order,
@@ -18,6 +18,12 @@ match; ours' own dropout draws its masks otherwise (:mod:`forecast.layers.dropou
 every epoch both are scored on every validation and test window; the last line gives each one's
 test MSE at its best validation epoch. With dropout 0 the two runs must agree to rounding: a
 larger difference is a difference of code.
+
+``--draws N`` trains nothing: it draws both networks' initial weights at N seeds from ``--seed``
+on and compares them parameter by parameter (mapped by name): each one's spread (the standard
+deviation over its elements, averaged over the seeds) and mean, with the sampling error of that
+spread; a parameter whose two spreads differ by more than four standard errors, or whose constant
+start differs, is named. It tells whether the two constructors draw from the same distributions.
 
 Our data module, our Autoformer and the reference's network run in this one interpreter (the
 reference's network needs only torch and NumPy); the checkout is only read.
@@ -91,6 +97,40 @@ def reference_options(cfg, data) -> SimpleNamespace:
                            freq=FREQ_BY_MARKS[data.mark_dim])
 
 
+def compare_draws(build_reference, build_ours, seeds: list[int]) -> list[str]:
+    """Both constructors' initial weights at each seed, parameter by parameter (ours' names, the
+    reference's through :func:`reference_weights`): the lines to print, one per parameter and a
+    last one naming those drawn differently. Two spreads differ when they are more than four
+    standard errors apart (the relative error of one spread estimated over n elements is about
+    ``1/sqrt(2n)``, so that of the difference of two, averaged over the seeds, ``1/sqrt(n seeds)``);
+    a parameter both start at a constant (the layer norms) differs when the constants do."""
+    sums: dict[str, list[float]] = {}
+    sizes: dict[str, int] = {}
+    for seed in seeds:
+        torch.manual_seed(seed)
+        theirs = reference_weights(build_reference().state_dict())
+        torch.manual_seed(seed)
+        for name, value in build_ours().state_dict().items():
+            row = sums.setdefault(name, [0.0] * 4)
+            sizes[name] = value.numel()
+            for i, v in enumerate((value.detach().double(), theirs[name].detach().double())):
+                row[i] += (v.std().item() if v.numel() > 1 else 0.0) / len(seeds)
+                row[2 + i] += v.mean().item() / len(seeds)
+    lines, differ = [f"{'parameter':48s} {'elements':>9s} {'spread ours':>12s} {'reference':>10s} {'mean ours':>10s} "
+                     f"{'reference':>10s}"], []
+    for name, (spread, spread_ref, mean, mean_ref) in sums.items():
+        if max(spread, spread_ref) < 1e-12:  # a constant start
+            off = abs(mean - mean_ref) > 1e-9
+        else:
+            off = abs(spread - spread_ref) / max(spread, spread_ref) > 4 / (sizes[name] * len(seeds)) ** 0.5
+        differ += [name] if off else []
+        lines.append(f"{name:48s} {sizes[name]:9d} {spread:12.5f} {spread_ref:10.5f} {mean:+10.5f} {mean_ref:+10.5f}"
+                     f"{'  <- differs' if off else ''}")
+    lines.append(f"over seeds {seeds[0]}-{seeds[-1]}: {len(differ)} of {len(sums)} parameters drawn differently"
+                 + (f": {', '.join(differ)}" if differ else ""))
+    return lines
+
+
 def every_window_mse(forecast, loader, c_out: int) -> float:
     metrics = ForecastMetrics(c_out=c_out)
     with torch.no_grad():
@@ -107,6 +147,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--torch-dropout", action="store_true", help="ours with torch.nn.Dropout, as the reference")
     parser.add_argument("--init", choices=("reference", "ours"), default="reference",
                         help="whose constructor draws the shared initial weights at --seed")
+    parser.add_argument("--draws", type=int, default=0, metavar="N",
+                        help="train nothing: compare both constructors' initial weights at N seeds from --seed on")
     parser.add_argument("overrides", nargs="*", help="train.py overrides (default experiment=autoformer_ili_48)")
     args = parser.parse_intermixed_args(argv)
     model_file = Path(args.checkout) / "models" / "Autoformer.py"
@@ -129,6 +171,10 @@ def main(argv: list[str]) -> int:
     sys.dont_write_bytecode = True  # the checkout is only read: no __pycache__ left in it
     from models.Autoformer import Model as Reference  # the checkout's network
 
+    if args.draws:
+        print("\n".join(compare_draws(lambda: Reference(options), lambda: instantiate(cfg.model),
+                                       list(range(args.seed, args.seed + args.draws)))))
+        return 0
     torch.manual_seed(args.seed)
     reference = Reference(options)
     if args.init == "reference":
