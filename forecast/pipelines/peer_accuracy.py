@@ -251,4 +251,3 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
         print(f"  reference test MSE {row['mse']}, MAE {row['mae']} after {row['epochs_run']} epochs "
               f"({row['seconds']} s)", flush=True)
     return failed
-
