@@ -194,13 +194,23 @@ def test_the_printed_test_error_and_epochs_are_read():
         peer_accuracy.parse_result("Traceback ...\nValueError: boom\n")
 
 
+class _Process:
+    """What the harness needs of a ``subprocess.Popen`` as a context: itself."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
 def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch, capsys):
     checkout = _fake_checkout(tmp_path / "tslib")
     data = _data(tmp_path / "data")
     calls = []
     real = subprocess.Popen
 
-    class FakePopen:
+    class FakePopen(_Process):
         def __new__(cls, command, *args, **kwargs):  # other programs (git, …) run as they are
             return super().__new__(cls) if str(command[1]).endswith("tslib_train.py") else real(command, *args, **kwargs)
 
@@ -210,12 +220,6 @@ def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch, ca
             self.returncode = 1 if seed == "2023" else 0
             self.stdout = iter(OUTPUT.format(mse="0.1" + seed[-1]).splitlines(keepends=True)) if not self.returncode \
                 else iter(["Traceback\n"])
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
 
     monkeypatch.setattr(peer_accuracy.subprocess, "Popen", FakePopen)
     out = tmp_path / "bench" / "reference_accuracy.csv"
@@ -249,16 +253,10 @@ def test_the_official_dpad_code_runs_in_a_scratch_folder_and_its_rows_carry_its_
     data = _data(tmp_path / "data")
     calls = []
 
-    class FakePopen:
+    class FakePopen(_Process):
         def __init__(self, command, cwd, env, stdout, stderr, text):
             calls.append((Path(command[1]).name, Path(cwd), Path(cwd).is_dir(), command[3]))
             self.returncode, self.stdout = 0, iter(DPAD_OUTPUT.format(mse="0.41" + command[3][-1]).splitlines(True))
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
 
     monkeypatch.setattr(peer_accuracy.subprocess, "Popen", FakePopen)
     out = tmp_path / "bench" / "reference_accuracy.csv"

@@ -71,33 +71,41 @@ def channels(path: Path) -> int:
         return len(next(csv.reader(fh))) - 1
 
 
+def _checked(train, problems: list[str], who: str, fix: str) -> Path:
+    """The cell's data file, after refusing ``problems`` (the reference's own) and what neither
+    reference does (gradient clipping, univariate features) with the fix; a missing file too."""
+    from forecast.pipelines.benchmark import to_absolute
+
+    data = train.data
+    if train.trainer.get("gradient_clip_val"):
+        problems.append(f"trainer.gradient_clip_val={train.trainer.gradient_clip_val} (the reference does not clip)")
+    if str(data.features) != "M":
+        problems.append(f"data.features={data.features} (this comparison wires the multivariate setting, M)")
+    if problems:
+        raise ConfigError(f"mode=peer_accuracy: {who} {data.name} {data.pred_len} differently: {'; '.join(problems)}. "
+                          f"Fix: compare {fix}, or override those settings after --.")
+    path = Path(to_absolute(str(data.path))).resolve()
+    if not path.exists():
+        raise ConfigError(f"mode=peer_accuracy: {path} does not exist. Fix: give the data folder after --, "
+                          "e.g. -- data_dir=../shared/data (or set FORECAST_DATA_DIR).")
+    return path
+
+
 def training_arguments(cfg, model: str, train, tag: str, shown: bool = False) -> list[str]:
     """TSLib ``run.py`` arguments that train and test the cell our composed ``train`` config
     describes: every setting ours fixes, and the pairing's script arguments (``peer.pairs``) for
     the rest. ``shown``: the data folder as our config gives it (relative to the repository, for
     the record) instead of the absolute one the reference runs with."""
-    from forecast.pipelines.benchmark import to_absolute
     from forecast.pipelines.peer import TSLIB_DATA
 
     data, net, module = train.data, train.model, train.module
     problems = []
     if not _is_decay(module.get("scheduler"), 0.5, 1):
         problems.append("a learning-rate schedule other than schedule=type1 (TSLib: --lradj type1)")
-    if train.trainer.get("gradient_clip_val"):
-        problems.append(f"trainer.gradient_clip_val={train.trainer.gradient_clip_val} (TSLib does not clip)")
     if str(module.loss._target_) != "torch.nn.MSELoss":
         problems.append(f"module.loss={module.loss._target_} (TSLib trains on MSE)")
-    if str(data.features) != "M":
-        problems.append(f"data.features={data.features} (this comparison wires the multivariate setting, M)")
-    if problems:
-        raise ConfigError(f"mode=peer_accuracy: TSLib would train {model} {data.name} {data.pred_len} differently: "
-                          f"{'; '.join(problems)}. Fix: compare a cell whose experiment TSLib can run as it is "
-                          "(the TSLib re-run settings, e.g. experiment=etsformer_etth1_720), or override those "
-                          "settings after --.")
-    path = Path(to_absolute(str(data.path))).resolve()
-    if not path.exists():
-        raise ConfigError(f"mode=peer_accuracy: {path} does not exist. Fix: give the data folder after --, "
-                          "e.g. -- data_dir=../shared/data (or set FORECAST_DATA_DIR).")
+    path = _checked(train, problems, f"TSLib would train {model}", "a cell whose experiment TSLib can run as it is "
+                    "(the TSLib re-run settings, e.g. experiment=etsformer_etth1_720)")
     n = channels(path)
     seq_len, horizon = int(data.seq_len), int(data.pred_len)
     label_len = net.get("label_len")
@@ -129,7 +137,6 @@ def dpad_training_arguments(train, dataset: str, shown: bool = False) -> list[st
     :func:`forecast.pipelines.peer.dpad_arguments`, our epochs and patience, its ``lradj 1``
     decay, one run (``--itr 0``), checkpoints under the working folder. ``shown``: the data folder
     as our config gives it, for the record."""
-    from forecast.pipelines.benchmark import to_absolute
     from forecast.pipelines.peer import dpad_arguments
 
     data, module = train.data, train.module
@@ -137,20 +144,10 @@ def dpad_training_arguments(train, dataset: str, shown: bool = False) -> list[st
     problems = []
     if not _is_decay(module.get("scheduler"), 0.95, 0):
         problems.append("a learning-rate schedule other than schedule=decay95 (official: x 0.95 after every epoch, --lradj 1)")
-    if train.trainer.get("gradient_clip_val"):
-        problems.append(f"trainer.gradient_clip_val={train.trainer.gradient_clip_val} (the official code does not clip)")
     if float(stopping.get("min_delta") or 0) != 2e-4:
         problems.append(f"callbacks.early_stopping.min_delta={stopping.get('min_delta')} (official: 0.0002, fixed in its code)")
-    if str(data.features) != "M":
-        problems.append(f"data.features={data.features} (the official network reads 7 ETT series, M)")
-    if problems:
-        raise ConfigError(f"mode=peer_accuracy: the official D-PAD code would train dpad {data.name} {data.pred_len} "
-                          f"differently: {'; '.join(problems)}. Fix: compare a cell of its paper setting "
-                          "(experiment=dpad_<ett>_<horizon>), or override those settings after --.")
-    path = Path(to_absolute(str(data.path))).resolve()
-    if not path.exists():
-        raise ConfigError(f"mode=peer_accuracy: {path} does not exist. Fix: give the data folder after --, "
-                          "e.g. -- data_dir=../shared/data (or set FORECAST_DATA_DIR).")
+    path = _checked(train, problems, "the official D-PAD code would train dpad",
+                    "a cell of its paper setting (experiment=dpad_<ett>_<horizon>)")
     folder = Path(str(data.path)).parent if shown else path.parent
     return [*dpad_arguments(train, dataset, f"{folder}/"), "--train_epochs", str(int(train.trainer.max_epochs)),
             "--patience", str(int(stopping.patience)), "--lradj", "1", "--itr", "0", "--checkpoints", "checkpoints/"]
