@@ -10,8 +10,8 @@ configuration of the cell), on the same CSV file, with the seed set by
 ``scripts/peers/tslib_train.py``, in the checkout (TSLib finds its models in ``./models`` and
 writes its ``checkpoints/`` and ``results/`` there, as for its users). One row per run goes to
 ``benchmarks/reference_accuracy.csv`` (:data:`forecast.records.REFERENCE_ACCURACY_COLUMNS`), with
-the full argument list and the command that repeats it; ``benchmarks/README.md`` sets each beside
-our live fp32 every-window run of the same cell and seed.
+the full argument list, the command that repeats it and the test protocol; ``benchmarks/README.md``
+sets each beside our live fp32 run of the same cell, seed and protocol.
 
 For ``models=[dpad]`` with ``peer.dpad=<checkout>`` the reference is the official D-PAD code
 (XYBbo5/D-PAD): its ``singlecard.py`` (the one-process script; the paper's ETTh2 and ETTm runs used
