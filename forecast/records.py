@@ -451,11 +451,10 @@ def _cell_seed(row: dict) -> tuple:
 def _reference_tables(reference: list[dict], rows: list[dict]) -> list[str]:
     """Per cell: the reference's mean over its seeds beside ours (live fp32 runs of the plain model
     with the reference's test protocol) over the same seeds; then every run."""
-    ours = {(*_cell_seed(r), r["protocol"]): float(r["mse"])
-            for r in _one_per_seed(rows) if r["seed"] and r["precision"] == "32-true"}
-
     def mine(r: dict) -> tuple:
         return (*_cell_seed(r), r["protocol"])
+
+    ours = {mine(r): float(r["mse"]) for r in _one_per_seed(rows) if r["seed"] and r["precision"] == "32-true"}
 
     cells: dict[tuple, list[dict]] = {}
     for r in live(reference):
