@@ -204,9 +204,9 @@ class _Process:
         return False
 
 
-def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch, capsys):
-    checkout = _fake_checkout(tmp_path / "tslib")
-    data = _data(tmp_path / "data")
+def _fake_tslib(monkeypatch) -> list[tuple]:
+    """TSLib's runner faked: each call's (script, folder, seed, threads, malloc thresholds) is
+    recorded; seed 2023 fails, the others print ``OUTPUT`` with MSE 0.1<last digit of the seed>."""
     calls = []
     real = subprocess.Popen
 
@@ -216,20 +216,33 @@ def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch, ca
 
         def __init__(self, command, cwd, env, stdout, stderr, text):
             seed = command[3]
-            calls.append((Path(command[1]).name, Path(cwd), seed, env["OMP_NUM_THREADS"]))
+            calls.append((Path(command[1]).name, Path(cwd), seed, env["OMP_NUM_THREADS"],
+                          env.get("MALLOC_MMAP_THRESHOLD_"), env.get("MALLOC_TRIM_THRESHOLD_")))
             self.returncode = 1 if seed == "2023" else 0
             self.stdout = iter(OUTPUT.format(mse="0.1" + seed[-1]).splitlines(keepends=True)) if not self.returncode \
                 else iter(["Traceback\n"])
 
     monkeypatch.setattr(peer_accuracy.subprocess, "Popen", FakePopen)
+    return calls
+
+
+def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch, capsys):
+    checkout = _fake_checkout(tmp_path / "tslib")
+    data = _data(tmp_path / "data")
+    calls = _fake_tslib(monkeypatch)
     out = tmp_path / "bench" / "reference_accuracy.csv"
     cfg = _cfg("models=[dlinear]", "datasets=[exchange]", "horizons=[96]", "seeds=[2021,2022,2023]", "threads=2",
-               f"peer.tslib={checkout}", f"reference_accuracy_csv={out}", "render=false", f"overrides=['data_dir={data}']")
+               f"peer.tslib={checkout}", f"reference_accuracy_csv={out}", "render=false",
+               f"overrides=['data_dir={data}','malloc_keep_mb=64']")
     assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 1  # seed 2023 failed
     shown = capsys.readouterr().out  # the reference's progress is echoed as it comes, its other chatter is not
     assert "  speed: 0.0100s/iter; left time: 10.0000s" in shown and "Use CPU" not in shown
     assert [c[2] for c in calls] == ["2021", "2022", "2023"]
-    assert all(name == "tslib_train.py" and cwd == checkout and threads == "2" for name, cwd, _, threads in calls)
+    assert all(name == "tslib_train.py" and cwd == checkout and threads == "2" for name, cwd, _, threads, *_ in calls)
+    # the reference process gets the malloc thresholds our training sets itself: blocks below 64 MiB
+    # from the heap, freed ones kept up to 128 MiB
+    assert {c[4:] for c in calls} == {(str(64 * 2**20), str(128 * 2**20))}
+    assert f"reference environment: MALLOC_MMAP_THRESHOLD_={64 * 2**20}" in shown
     rows = records.read_csv(out)
     assert [(r["seed"], r["mse"], r["epochs_run"], r["reference"]) for r in rows] == [
         ("2021", "0.1100", "2", "TSLib 4e938a1 DLinear"), ("2022", "0.1200", "2", "TSLib 4e938a1 DLinear")]
@@ -237,6 +250,20 @@ def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch, ca
     assert '"seeds=[2021]"' in rows[0]["command"] and "mode=peer_accuracy" in rows[0]["command"]
     assert f"--root_path {data}/exchange_rate/" in rows[0]["arguments"]
 
+
+
+@pytest.mark.parametrize("setting", ["peer.same_malloc=false", "overrides=['data_dir={data}','malloc_keep_mb=0']"])
+def test_the_reference_runs_with_malloc_as_it_ships_when_asked_or_when_ours_keeps_none(tmp_path, monkeypatch, setting):
+    checkout = _fake_checkout(tmp_path / "tslib")
+    data = _data(tmp_path / "data")
+    calls = _fake_tslib(monkeypatch)
+    out = tmp_path / "reference_accuracy.csv"
+    given = [f"overrides=['data_dir={data}']", setting.format(data=data)] if setting.startswith("peer") \
+        else [setting.format(data=data)]
+    cfg = _cfg("models=[dlinear]", "datasets=[exchange]", "horizons=[96]", "seeds=[2021]", f"peer.tslib={checkout}",
+               f"reference_accuracy_csv={out}", "render=false", *given)
+    assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 0
+    assert [c[4:] for c in calls] == [(None, None)] and len(records.read_csv(out)) == 1
 
 DPAD_OUTPUT = """train 8209
 Epoch: 1 cost time: 10.5

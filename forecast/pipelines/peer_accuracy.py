@@ -22,6 +22,10 @@ results relative to the working folder). Its test drops the last incomplete batc
 last epoch's weights, so its rows carry the protocol ``last-epoch, drop-last`` and sit beside our
 ``paper_compat=true`` runs of the same protocol.
 
+With ``peer.same_malloc`` (the default) the reference process gets glibc's malloc thresholds of our
+``malloc_keep_mb`` through its environment, as ``mode=peer`` gives them: our training sets them
+itself, and they change the reference's time, not its arithmetic.
+
 Settings the reference cannot express (another learning-rate schedule, gradient clipping, another
 loss, univariate features, another early-stopping threshold for D-PAD) are refused with the fix,
 so that a row never compares two different trainings. Nothing of the reference is imported here or
@@ -43,6 +47,7 @@ from pathlib import Path
 
 from forecast import tracking
 from forecast.errors import ConfigError
+from forecast.memory import glibc_environment
 from forecast.records import REFERENCE_ACCURACY_COLUMNS, append_row, machine, published
 
 # our model options -> TSLib run.py arguments of the same meaning (where our config has the key)
@@ -220,13 +225,16 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
     protocol = "last-epoch, drop-last" if dpad else "every-window"
     for model, dataset, horizon, seed, train, label, args, shown in planned:
         command = [python, runner, str(checkout), str(seed), *args]
+        # our training sets glibc's malloc thresholds itself (malloc_keep_mb); the reference gets the same
+        malloc = glibc_environment(int(train.get("malloc_keep_mb") or 0)) if cfg.peer.same_malloc else {}
         print(f"[{model} {dataset} {horizon} seed {seed}] {label}, {cfg.threads} thread(s):\n"
-              f"  {tracking.shell_join(command[1:])}", flush=True)
+              f"  {tracking.shell_join(command[1:])}"
+              + "".join(f"\n  reference environment: {k}={v}" for k, v in malloc.items()), flush=True)
         if cfg.dry_run:
             continue
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="dpad-run-") if dpad else contextlib.nullcontext(checkout) as cwd:
-            code, output = _stream(command, str(cwd), env)
+            code, output = _stream(command, str(cwd), {**env, **malloc})
         try:
             if code:
                 raise RuntimeError(f"the reference failed (exit {code}):\n{output[-3000:]}")
