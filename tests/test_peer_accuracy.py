@@ -251,7 +251,6 @@ def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch, ca
     assert f"--root_path {data}/exchange_rate/" in rows[0]["arguments"]
 
 
-
 @pytest.mark.parametrize("setting", ["peer.same_malloc=false", "overrides=['data_dir={data}','malloc_keep_mb=0']"])
 def test_the_reference_runs_with_malloc_as_it_ships_when_asked_or_when_ours_keeps_none(tmp_path, monkeypatch, setting):
     checkout = _fake_checkout(tmp_path / "tslib")
@@ -264,6 +263,7 @@ def test_the_reference_runs_with_malloc_as_it_ships_when_asked_or_when_ours_keep
                f"reference_accuracy_csv={out}", "render=false", *given)
     assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 0
     assert [c[4:] for c in calls] == [(None, None)] and len(records.read_csv(out)) == 1
+
 
 DPAD_OUTPUT = """train 8209
 Epoch: 1 cost time: 10.5
