@@ -251,16 +251,16 @@ def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch, ca
     assert f"--root_path {data}/exchange_rate/" in rows[0]["arguments"]
 
 
-@pytest.mark.parametrize("setting", ["peer.same_malloc=false", "overrides=['data_dir={data}','malloc_keep_mb=0']"])
-def test_the_reference_runs_with_malloc_as_it_ships_when_asked_or_when_ours_keeps_none(tmp_path, monkeypatch, setting):
+@pytest.mark.parametrize("same_malloc, keep_mb", [("false", 64), ("true", 0)])
+def test_the_reference_runs_with_malloc_as_it_ships_when_asked_or_when_ours_keeps_none(tmp_path, monkeypatch,
+                                                                                       same_malloc, keep_mb):
     checkout = _fake_checkout(tmp_path / "tslib")
     data = _data(tmp_path / "data")
     calls = _fake_tslib(monkeypatch)
     out = tmp_path / "reference_accuracy.csv"
-    given = [f"overrides=['data_dir={data}']", setting.format(data=data)] if setting.startswith("peer") \
-        else [setting.format(data=data)]
     cfg = _cfg("models=[dlinear]", "datasets=[exchange]", "horizons=[96]", "seeds=[2021]", f"peer.tslib={checkout}",
-               f"reference_accuracy_csv={out}", "render=false", *given)
+               f"reference_accuracy_csv={out}", "render=false", f"peer.same_malloc={same_malloc}",
+               f"overrides=['data_dir={data}','malloc_keep_mb={keep_mb}']")
     assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 0
     assert [c[4:] for c in calls] == [(None, None)] and len(records.read_csv(out)) == 1
 

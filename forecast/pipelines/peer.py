@@ -222,6 +222,19 @@ def revision_checkout(repo: Path, revision: str):
         shutil.rmtree(parent, ignore_errors=True)
 
 
+def reference_malloc(cfg, train) -> dict[str, str]:
+    """glibc's environment that gives a reference process the malloc thresholds our training sets
+    itself (``malloc_keep_mb`` of the composed ``train``); none with ``peer.same_malloc=false``."""
+    from forecast.memory import glibc_environment
+
+    return glibc_environment(int(train.get("malloc_keep_mb") or 0)) if cfg.peer.same_malloc else {}
+
+
+def shown_environment(env: dict[str, str]) -> str:
+    """The reference's malloc settings of ``env``, a printed line each."""
+    return "".join(f"\n  reference environment: {k}={v}" for k, v in env.items() if k.startswith("MALLOC_"))
+
+
 def check(cfg, cells: list[tuple[str, str, int]], own_loaders: bool = True) -> tuple[Path, str]:
     """The reference checkout (``peer.tslib`` or ``peer.dpad``) and its interpreter, or a
     :class:`ConfigError` that says what to set. ``own_loaders``: the cells' datasets must be ones
@@ -308,7 +321,6 @@ def run(cfg, script: Path, repo: Path, cells: list[tuple[str, str, int]], speed_
 
 def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[Path, str] | None = None) -> int:
     from forecast.config import compose_train
-    from forecast.memory import glibc_environment
     from forecast.pipelines.benchmark import cell_overrides, to_absolute
 
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads)}
@@ -331,7 +343,6 @@ def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[
         # absolute: the reference runs in its own checkout
         root_path = str(Path(to_absolute(str(cfg.peer.root_path))) if cfg.peer.root_path else repo / "data" / "ETT-small") + "/"
         reference_env = {**env, "PYTHONDONTWRITEBYTECODE": "1"}  # leave the checkout as it is
-        same_malloc = bool(cfg.peer.same_malloc)
     failed = 0
     for model, dataset, horizon in cells:
         cell = cell_overrides(model, dataset, horizon, repo / "conf")
@@ -358,13 +369,13 @@ def _run(cfg, script: Path, repo: Path, cells, speed_csv: Path, revision: tuple[
             reference = [python, str(repo / "scripts" / "peers" / step), str(cfg.threads), str(cfg.warmup),
                          str(cfg.iters), *arguments]
             # our process sets glibc's malloc thresholds itself (malloc_keep_mb); the reference gets the same
-            malloc = glibc_environment(int(train.get("malloc_keep_mb") or 0)) if same_malloc else {}
+            malloc = reference_malloc(cfg, train)
             cell_env = {**reference_env, **malloc}
             if malloc:
                 label += f" ({' '.join(f'{k}={v}' for k, v in malloc.items())})"
         print(f"[{model} {dataset} {horizon}] {cfg.peer.rounds} interleaved rounds, {cfg.threads} thread(s)\n"
               f"  ours: {' '.join(overrides)}\n  reference (in {where}): {shlex.join(reference[1:])}"
-              + "".join(f"\n  reference environment: {k}={v}" for k, v in cell_env.items() if k.startswith("MALLOC_")),
+              + shown_environment(cell_env),
               flush=True)
         if cfg.dry_run:
             continue

@@ -47,7 +47,6 @@ from pathlib import Path
 
 from forecast import tracking
 from forecast.errors import ConfigError
-from forecast.memory import glibc_environment
 from forecast.records import REFERENCE_ACCURACY_COLUMNS, append_row, machine, published
 
 # our model options -> TSLib run.py arguments of the same meaning (where our config has the key)
@@ -195,7 +194,7 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
     ``singlecard.py`` with ``peer.dpad``); one row each; returns the failed runs."""
     from forecast.config import compose_train
     from forecast.pipelines.benchmark import cell_overrides
-    from forecast.pipelines.peer import DPAD_CLASSES, check, commit_of
+    from forecast.pipelines.peer import DPAD_CLASSES, check, commit_of, reference_malloc, shown_environment
 
     if cfg.peer.get("revision"):
         raise ConfigError("mode=peer_accuracy trains a reference's own code (peer.tslib, or peer.dpad for "
@@ -225,11 +224,9 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
     protocol = "last-epoch, drop-last" if dpad else "every-window"
     for model, dataset, horizon, seed, train, label, args, shown in planned:
         command = [python, runner, str(checkout), str(seed), *args]
-        # our training sets glibc's malloc thresholds itself (malloc_keep_mb); the reference gets the same
-        malloc = glibc_environment(int(train.get("malloc_keep_mb") or 0)) if cfg.peer.same_malloc else {}
+        malloc = reference_malloc(cfg, train)  # the thresholds our training sets itself
         print(f"[{model} {dataset} {horizon} seed {seed}] {label}, {cfg.threads} thread(s):\n"
-              f"  {tracking.shell_join(command[1:])}"
-              + "".join(f"\n  reference environment: {k}={v}" for k, v in malloc.items()), flush=True)
+              f"  {tracking.shell_join(command[1:])}{shown_environment(malloc)}", flush=True)
         if cfg.dry_run:
             continue
         start = time.perf_counter()
