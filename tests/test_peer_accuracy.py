@@ -194,8 +194,18 @@ def test_the_printed_test_error_and_epochs_are_read():
         peer_accuracy.parse_result("Traceback ...\nValueError: boom\n")
 
 
+_POPEN = subprocess.Popen
+
+
 class _Process:
-    """What the harness needs of a ``subprocess.Popen`` as a context: itself."""
+    """A ``subprocess.Popen`` faked for the reference's ``runner`` script (a context: itself); every
+    other program (git, the ``uname`` that ``platform.processor()`` runs, …) runs as it is."""
+    runner = ""
+
+    def __new__(cls, command, *args, **kwargs):
+        if len(command) > 1 and str(command[1]).endswith(cls.runner) and cls.runner:
+            return super().__new__(cls)
+        return _POPEN(command, *args, **kwargs)
 
     def __enter__(self):
         return self
@@ -208,11 +218,9 @@ def _fake_tslib(monkeypatch) -> list[tuple]:
     """TSLib's runner faked: each call's (script, folder, seed, threads, malloc thresholds) is
     recorded; seed 2023 fails, the others print ``OUTPUT`` with MSE 0.1<last digit of the seed>."""
     calls = []
-    real = subprocess.Popen
 
     class FakePopen(_Process):
-        def __new__(cls, command, *args, **kwargs):  # other programs (git, …) run as they are
-            return super().__new__(cls) if str(command[1]).endswith("tslib_train.py") else real(command, *args, **kwargs)
+        runner = "tslib_train.py"
 
         def __init__(self, command, cwd, env, stdout, stderr, text):
             seed = command[3]
@@ -281,6 +289,8 @@ def test_the_official_dpad_code_runs_in_a_scratch_folder_and_its_rows_carry_its_
     calls = []
 
     class FakePopen(_Process):
+        runner = "dpad_train.py"
+
         def __init__(self, command, cwd, env, stdout, stderr, text):
             calls.append((Path(command[1]).name, Path(cwd), Path(cwd).is_dir(), command[3]))
             self.returncode, self.stdout = 0, iter(DPAD_OUTPUT.format(mse="0.41" + command[3][-1]).splitlines(True))
@@ -299,6 +309,28 @@ def test_the_official_dpad_code_runs_in_a_scratch_folder_and_its_rows_carry_its_
         ("2021", "0.4110", "0.4200", "2", "D-PAD 718fc3e DPAD_SE", "last-epoch, drop-last"),
         ("2022", "0.4120", "0.4200", "2", "D-PAD 718fc3e DPAD_SE", "last-epoch, drop-last")]
     assert "--lradj 1" in rows[0]["arguments"] and f"--root_path {data}/ETT-small/" in rows[0]["arguments"]
+
+
+def test_a_reference_run_at_another_setting_is_named_as_our_variant_of_it(tmp_path, monkeypatch):
+    checkout = _fake_dpad(tmp_path / "dpad")
+    data = _data(tmp_path / "data")
+
+    class FakePopen(_Process):
+        runner = "dpad_train.py"
+
+        def __init__(self, command, cwd, env, stdout, stderr, text):
+            self.returncode, self.stdout = 0, iter(DPAD_OUTPUT.format(mse="0.410").splitlines(True))
+
+    monkeypatch.setattr(peer_accuracy.subprocess, "Popen", FakePopen)
+    out = tmp_path / "reference_accuracy.csv"
+    cfg = _cfg("models=[dpad]", "datasets=[etth1]", "horizons=[336]", "seeds=[2021]", f"peer.dpad={checkout}",
+               f"reference_accuracy_csv={out}", "render=false",
+               f"overrides=['data_dir={data}','model.dropout=0.6','malloc_keep_mb=64']")
+    assert benchmark_run(cfg, REPO / "scripts" / "benchmark.py", REPO) == 0
+    (row,) = records.read_csv(out)
+    # the data folder and the malloc setting change nothing measured; the dropout does, as in our rows
+    assert row["model"] == "dpad[dropout=0.6]" and "--dropout 0.6" in row["arguments"]
+    assert row["paper_mse"] == "0.374"  # the published cell is the plain model's
 
 
 def _accuracy(seed: int, mse: float, **extra) -> dict:
@@ -345,3 +377,11 @@ def test_the_readme_sets_the_reference_beside_our_runs_of_the_same_seeds(tmp_pat
     assert [line[2:8] for line in lines] == [
         ["TSLib 4e938a1 DLinear", "every-window", "2021", "0.0700", "-13.6%", "0.0800"],
         ["D-PAD 718fc3e DPAD_SE", "last-epoch, drop-last", "2021, 2022", "0.0800", "-1.2%", "0.0500"]]
+    # a reference run at a variant setting sits beside our runs of that variant, not the plain model's
+    records.write_csv(tmp_path / "accuracy.csv", records.ACCURACY_COLUMNS, [
+        _accuracy(2021, 0.08), _accuracy(2021, 0.05, model="dlinear[individual=true]")])
+    records.write_csv(tmp_path / "reference_accuracy.csv", records.REFERENCE_ACCURACY_COLUMNS,
+                      [_reference(2021, 0.07, model="dlinear[individual=true]")])
+    section = records.render_readme(tmp_path).read_text().split("## The reference trained at our settings")[1]
+    line = next(line for line in section.splitlines() if line.startswith("| dlinear[individual=true] |"))
+    assert [c.strip() for c in line.strip("|").split("|")][7] == "0.0500"

@@ -22,6 +22,10 @@ results relative to the working folder). Its test drops the last incomplete batc
 last epoch's weights, so its rows carry the protocol ``last-epoch, drop-last`` and sit beside our
 ``paper_compat=true`` runs of the same protocol.
 
+An override in ``overrides`` that changes what is measured (``model.dropout=0.6``,
+``trainer.max_epochs=1``; :func:`forecast.records.run_variant`) names the row's model as it names a
+run of ours, ``dpad[dropout=0.6]``, so the README pairs it with our runs of that variant only.
+
 With ``peer.same_malloc`` (the default) the reference process gets glibc's malloc thresholds of our
 ``malloc_keep_mb`` through its environment, as ``mode=peer`` gives them: our training sets them
 itself, and they change the reference's time, not its arithmetic.
@@ -47,7 +51,7 @@ from pathlib import Path
 
 from forecast import tracking
 from forecast.errors import ConfigError
-from forecast.records import REFERENCE_ACCURACY_COLUMNS, append_row, machine, published
+from forecast.records import REFERENCE_ACCURACY_COLUMNS, append_row, machine, published, run_variant
 
 # our model options -> TSLib run.py arguments of the same meaning (where our config has the key)
 MODEL_ARGUMENTS = {"d_model": "--d_model", "n_heads": "--n_heads", "d_ff": "--d_ff", "e_layers": "--e_layers",
@@ -205,6 +209,9 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads),
            "PYTHONDONTWRITEBYTECODE": "1"}
     extra = [str(o) for o in cfg.overrides]
+    # an override that changes what is measured (model.dropout=0.6, trainer.max_epochs=1) names the row's
+    # model as it names ours (dpad[dropout=0.6]), so the README sets it beside our runs of that variant
+    variant = run_variant("", extra)
     planned = []
     for model, dataset, horizon in cells:  # every refusal before the first hour of training
         train = compose_train([*cell_overrides(model, dataset, horizon, repo / "conf"), *extra])
@@ -242,7 +249,8 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
             continue
         data = train.data
         paper_mse, _ = published(repo / "benchmarks" / "published.csv", model, dataset, "M", int(data.seq_len), horizon)
-        row = {"model": model, "dataset": dataset, "features": "M", "seq_len": int(data.seq_len), "pred_len": horizon,
+        row = {"model": f"{model}[{variant}]" if variant else model, "dataset": dataset, "features": "M",
+               "seq_len": int(data.seq_len), "pred_len": horizon,
                "seed": seed, "reference": label, "protocol": protocol,
                "mse": f"{result['mse']:.4f}", "mae": f"{result['mae']:.4f}", "paper_mse": paper_mse,
                "epochs_run": result["epochs_run"], "seconds": f"{time.perf_counter() - start:.0f}",
