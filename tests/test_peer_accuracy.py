@@ -203,7 +203,7 @@ class _Process:
     runner = ""
 
     def __new__(cls, command, *args, **kwargs):
-        if len(command) > 1 and str(command[1]).endswith(cls.runner) and cls.runner:
+        if cls.runner and len(command) > 1 and str(command[1]).endswith(cls.runner):
             return super().__new__(cls)
         return _POPEN(command, *args, **kwargs)
 

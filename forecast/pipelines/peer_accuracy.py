@@ -209,9 +209,7 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
     env = {**os.environ, "OMP_NUM_THREADS": str(cfg.threads), "MKL_NUM_THREADS": str(cfg.threads),
            "PYTHONDONTWRITEBYTECODE": "1"}
     extra = [str(o) for o in cfg.overrides]
-    # an override that changes what is measured (model.dropout=0.6, trainer.max_epochs=1) names the row's
-    # model as it names ours (dpad[dropout=0.6]), so the README sets it beside our runs of that variant
-    variant = run_variant("", extra)
+    variant = run_variant("", extra)  # dpad[dropout=0.6], as our rows name it (the module's docstring)
     planned = []
     for model, dataset, horizon in cells:  # every refusal before the first hour of training
         train = compose_train([*cell_overrides(model, dataset, horizon, repo / "conf"), *extra])
