@@ -222,6 +222,12 @@ def run_variant(train_command: str, overrides: list[str]) -> str:
     return ",".join(options + [o for o in variant_options(overrides) if o.split("=", 1)[0] not in keys])
 
 
+def variant_name(model: str, variant: str) -> str:
+    """The ``model`` column of a run: ``karma[decomposition=atcd]`` for a variant, the model alone for
+    none; our rows and the reference's (``mode=peer_accuracy``) are named by it, so the README pairs them."""
+    return f"{model}[{variant}]" if variant else model
+
+
 def model_variant(train_command: str = "") -> str:
     """:func:`run_variant` of this Hydra run (empty outside one)."""
     if not HydraConfig.initialized():
@@ -318,7 +324,7 @@ def record_accuracy(cfg: DictConfig, metrics: dict[str, float], train_command: s
         epochs_run = trained_epochs(sibling) if sibling and sibling.exists() else ("" if cfg.ckpt_path else 0)
     variant = model_variant(train_command)
     row = {
-        "model": f"{model}[{variant}]" if variant else model, "dataset": cfg.data.name, "features": cfg.data.features,
+        "model": variant_name(model, variant), "dataset": cfg.data.name, "features": cfg.data.features,
         "seq_len": cfg.data.seq_len, "pred_len": cfg.data.pred_len,
         "mse": f"{metrics['test/mse']:.4f}", "mae": f"{metrics['test/mae']:.4f}",
         "paper_mse": paper_mse, "paper_mae": paper_mae,

@@ -51,7 +51,7 @@ from pathlib import Path
 
 from forecast import tracking
 from forecast.errors import ConfigError
-from forecast.records import REFERENCE_ACCURACY_COLUMNS, append_row, machine, published, run_variant
+from forecast.records import REFERENCE_ACCURACY_COLUMNS, append_row, machine, published, run_variant, variant_name
 
 # our model options -> TSLib run.py arguments of the same meaning (where our config has the key)
 MODEL_ARGUMENTS = {"d_model": "--d_model", "n_heads": "--n_heads", "d_ff": "--d_ff", "e_layers": "--e_layers",
@@ -247,7 +247,7 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
             continue
         data = train.data
         paper_mse, _ = published(repo / "benchmarks" / "published.csv", model, dataset, "M", int(data.seq_len), horizon)
-        row = {"model": f"{model}[{variant}]" if variant else model, "dataset": dataset, "features": "M",
+        row = {"model": variant_name(model, variant), "dataset": dataset, "features": "M",
                "seq_len": int(data.seq_len), "pred_len": horizon,
                "seed": seed, "reference": label, "protocol": protocol,
                "mse": f"{result['mse']:.4f}", "mae": f"{result['mae']:.4f}", "paper_mse": paper_mse,
