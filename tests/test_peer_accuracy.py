@@ -35,10 +35,113 @@ def _data(folder: Path) -> Path:
     return folder
 
 
+# TSLib 4e938a1's Exp_Long_Term_Forecast.train in miniature (its loop, Adam, halving after each epoch,
+# early stopping on a shuffled validation set) on a small network with dropout and a shuffled loader,
+# so that every generator the resumed epochs depend on is drawn; FAKE_CRASH_AT=<k> ends the process
+# as a kill would, when epoch k has begun
+EXPERIMENT = """import os
+import numpy as np
+import torch
+from torch import nn, optim
+
+VALUE = 7
+
+
+class EarlyStopping:
+    def __init__(self, patience):
+        self.patience, self.counter, self.best_score, self.early_stop, self.val_loss_min = patience, 0, None, False, np.inf
+
+    def __call__(self, val_loss, model, path):
+        if self.best_score is None or -val_loss > self.best_score:
+            self.best_score, self.val_loss_min, self.counter = -val_loss, val_loss, 0
+            torch.save(model.state_dict(), path + "/checkpoint.pth")
+        else:
+            self.counter += 1
+            self.early_stop = self.counter >= self.patience
+
+
+def adjust_learning_rate(optimizer, epoch, args):
+    for group in optimizer.param_groups:
+        group["lr"] = args.learning_rate * 0.5 ** epoch
+
+
+class Exp_Long_Term_Forecast:
+    def __init__(self, args):
+        self.args = args
+        self.model = nn.Sequential(nn.Linear(8, 16), nn.Dropout(0.3), nn.Linear(16, 1))
+
+    def loader(self, n):
+        x = torch.randn(n, 8, generator=torch.Generator().manual_seed(n))
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True)),
+                                           batch_size=8, shuffle=True)
+
+    def vali(self, loader):
+        self.model.eval()
+        with torch.no_grad():
+            loss = float(np.mean([float(((self.model(x) - y) ** 2).mean()) for x, y in loader]))
+        self.model.train()
+        return loss + float(np.random.rand()) * 1e-3 + __import__("random").random() * 1e-3
+
+    def train(self, setting):
+        path = os.path.join(self.args.checkpoints, setting)
+        os.makedirs(path, exist_ok=True)
+        train_loader, vali_loader = self.loader(64), self.loader(32)
+        early_stopping = EarlyStopping(self.args.patience)
+        model_optim = optim.Adam(self.model.parameters(), lr=self.args.learning_rate)
+        for epoch in range(self.args.train_epochs):
+            if int(os.environ.get("FAKE_CRASH_AT", 0)) == epoch + 1:
+                os._exit(9)
+            for x, y in train_loader:
+                model_optim.zero_grad()
+                loss = ((self.model(x) - y) ** 2).mean()
+                loss.backward()
+                model_optim.step()
+            vali_loss = self.vali(vali_loader)
+            print(f"Epoch: {epoch + 1} cost time: 0.1")
+            print(f"Epoch: {epoch + 1}, Vali Loss: {vali_loss!r}")
+            early_stopping(vali_loss, self.model, path)
+            if early_stopping.early_stop:
+                print("Early stopping")
+                break
+
+            adjust_learning_rate(model_optim, epoch + 1, self.args)
+
+        self.model.load_state_dict(torch.load(path + "/checkpoint.pth"))
+        weights = torch.cat([p.detach().flatten() for p in self.model.parameters()])
+        print(f"mse:{float(weights.square().sum())!r}, mae:{float(weights.abs().sum())!r}")
+"""
+RUN = """import argparse, random, sys
+import numpy as np
+import torch
+from exp.exp_long_term_forecasting import Exp_Long_Term_Forecast
+
+if __name__ == '__main__':
+    fix_seed = 2021
+    random.seed(fix_seed)
+    torch.manual_seed(fix_seed)
+    np.random.seed(fix_seed)
+    parser = argparse.ArgumentParser()
+    for flag, kind in (("--model_id", str), ("--train_epochs", int), ("--patience", int), ("--learning_rate", float),
+                       ("--checkpoints", str)):
+        parser.add_argument(flag, type=kind)
+    args = parser.parse_args()
+    Exp_Long_Term_Forecast(args).train(args.model_id)
+"""
+
+
+def _training_checkout(folder: Path) -> Path:
+    """A checkout whose run.py trains ``EXPERIMENT`` as TSLib's trains its networks."""
+    (folder / "exp").mkdir(parents=True)
+    (folder / "exp" / "__init__.py").write_text("")
+    (folder / "exp" / "exp_long_term_forecasting.py").write_text(EXPERIMENT)
+    (folder / "run.py").write_text(RUN)
+    return folder
+
+
 def _fake_checkout(folder: Path, seed_lines: int = 1) -> Path:
     (folder / "exp").mkdir(parents=True, exist_ok=True)
     (folder / "exp" / "__init__.py").write_text("")
-    (folder / "exp" / "exp_long_term_forecasting.py").write_text("VALUE = 7\n")
+    (folder / "exp" / "exp_long_term_forecasting.py").write_text(EXPERIMENT)
     seeds = "    fix_seed = 2021\n" * seed_lines
     (folder / "run.py").write_text(
         "import sys\nif __name__ == '__main__':\n" + seeds
@@ -74,6 +177,50 @@ def test_a_script_that_does_not_seed_in_one_line_is_refused(lines):
 def test_one_seed_line_is_replaced_and_nothing_else():
     source = "x = 1\n    fix_seed = 2021\nrandom.seed(fix_seed)\n"
     assert tslib_train.seeded_source(source, 2023) == "x = 1\n    fix_seed = 2023\nrandom.seed(fix_seed)\n"
+
+
+def _train(checkout: Path, seed: int, folder: str, crash_at: int = 0) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FAKE_CRASH_AT": str(crash_at), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(RUNNER), str(checkout), str(seed), "--model_id", "cell", "--train_epochs",
+                           "8", "--patience", "3", "--learning_rate", "0.05", "--checkpoints", folder],
+                          cwd=checkout, capture_output=True, text=True, env=env)
+
+
+def test_a_run_stopped_and_started_again_ends_as_the_uninterrupted_run_to_the_last_digit(tmp_path):
+    checkout = _training_checkout(tmp_path / "tslib")
+    whole = _train(checkout, 2021, "whole")
+    assert whole.returncode == 0, whole.stderr
+    state = checkout / "split" / "cell" / "resume.pth"
+    for crash_at in (2, 4):  # killed in epoch 2, started again and killed in epoch 4, started again
+        stopped = _train(checkout, 2021, "split", crash_at=crash_at)
+        assert stopped.returncode == 9 and "mse:" not in stopped.stdout and state.exists()
+    resumed = _train(checkout, 2021, "split")
+    assert resumed.returncode == 0, resumed.stderr
+    first, rest = resumed.stdout.split("\n", 1)
+    assert first.startswith(f"Resuming after epoch 3 of 8 from {os.path.join('split', 'cell', 'resume.pth')} (")
+    # epochs 4 and 5 (their validation losses draw on the network, Adam and every generator), the
+    # early stopping after the 5th that needs the counter and best loss of epochs 1-3, and the best
+    # weights (epoch 2's, printed as mse and mae) are the uninterrupted run's
+    assert "Epoch: 5, " in rest and "Early stopping" in rest and "Epoch: 6" not in whole.stdout
+    assert rest == whole.stdout[whole.stdout.index("Epoch: 4 cost time"):]
+    assert not state.exists()  # the run ended: its state went
+    assert (checkout / "exp" / "exp_long_term_forecasting.py").read_text() == EXPERIMENT  # changed in memory only
+
+
+def test_another_runs_state_is_refused_and_kept(tmp_path):
+    checkout = _training_checkout(tmp_path / "tslib")
+    assert _train(checkout, 2021, "ck", crash_at=2).returncode == 9
+    state = checkout / "ck" / "cell" / "resume.pth"
+    kept = state.read_bytes()
+    other = _train(checkout, 2022, "ck")
+    assert other.returncode != 0 and "mse:" not in other.stdout
+    assert "holds another run's state (seed 2021" in other.stderr and "this run is seed 2022" in other.stderr
+    assert "delete the file" in other.stderr and state.read_bytes() == kept
+
+
+def test_a_training_loop_the_runner_does_not_know_is_refused():
+    with pytest.raises(SystemExit, match="found 0 and 1"):
+        tslib_train.resumable_source("for epoch in range(10):\n    adjust_learning_rate(model_optim, epoch + 1, self.args)\n")
 
 
 def _cfg(*overrides: str):
@@ -189,7 +336,14 @@ mse:{mse}, mae:0.2077, dtw:Not calculated
 
 
 def test_the_printed_test_error_and_epochs_are_read():
-    assert peer_accuracy.parse_result(OUTPUT.format(mse="0.0846")) == {"mse": 0.0846, "mae": 0.2077, "epochs_run": 2}
+    assert peer_accuracy.parse_result(OUTPUT.format(mse="0.0846")) == {"mse": 0.0846, "mae": 0.2077, "epochs_run": 2,
+                                                                       "resumed_seconds": 0}
+    # a run resumed after its 4th epoch counts the epochs and seconds before it
+    resumed = "Use CPU\nResuming after epoch 4 of 10 from ./checkpoints/x/resume.pth (7200 s before)\n" + \
+        OUTPUT.replace("Epoch: 1", "Epoch: 5").replace("Epoch: 2", "Epoch: 6").format(mse="0.5")
+    assert peer_accuracy.parse_result(resumed) == {"mse": 0.5, "mae": 0.2077, "epochs_run": 6, "resumed_seconds": 7200}
+    stopped_at_once = "Resuming after epoch 4 of 4 from ./r.pth (60 s before)\nmse:0.5, mae:0.25\n"
+    assert peer_accuracy.parse_result(stopped_at_once)["epochs_run"] == 4
     with pytest.raises(RuntimeError, match="printed no test error"):
         peer_accuracy.parse_result("Traceback ...\nValueError: boom\n")
 

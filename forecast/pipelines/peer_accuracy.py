@@ -58,7 +58,8 @@ MODEL_ARGUMENTS = {"d_model": "--d_model", "n_heads": "--n_heads", "d_ff": "--d_
                    "d_layers": "--d_layers", "factor": "--factor", "dropout": "--dropout", "activation": "--activation",
                    "moving_avg": "--moving_avg", "kernel_size": "--moving_avg", "k": "--top_k"}
 RESULT = re.compile(r"mse:\s*([0-9.eE+-]+),\s*mae:\s*([0-9.eE+-]+)")
-EPOCH = re.compile(r"^Epoch: \d+ cost time", re.MULTILINE)
+EPOCH = re.compile(r"^Epoch: (\d+) cost time", re.MULTILINE)
+RESUMED = re.compile(r"^Resuming after epoch (\d+) of \d+ from .* \((\d+) s before\)", re.MULTILINE)
 
 
 def _is_decay(scheduler, gamma: float, hold: int) -> bool:
@@ -162,13 +163,17 @@ def dpad_training_arguments(train, dataset: str, shown: bool = False) -> list[st
 
 
 def parse_result(output: str) -> dict:
-    """TSLib's printed test error (its last ``mse:…, mae:…``) and the epochs it trained; an error
-    quoting the end of the output when there is none (the run failed)."""
+    """TSLib's printed test error (its last ``mse:…, mae:…``), the epochs it trained and, for a run
+    resumed by ``scripts/peers/tslib_train.py``, the seconds it had trained before (``resumed_seconds``;
+    0 otherwise); an error quoting the end of the output when there is no test error (the run failed)."""
     found = RESULT.findall(output)
     if not found:
         raise RuntimeError(f"the reference printed no test error; the end of its output:\n{output[-3000:]}")
     mse, mae = found[-1]
-    return {"mse": float(mse), "mae": float(mae), "epochs_run": len(EPOCH.findall(output))}
+    resumed = RESUMED.findall(output)
+    before, seconds = (int(resumed[-1][0]), int(resumed[-1][1])) if resumed else (0, 0)
+    return {"mse": float(mse), "mae": float(mae), "epochs_run": max(map(int, EPOCH.findall(output)), default=before),
+            "resumed_seconds": seconds}
 
 
 def reference_command(model: str, dataset: str, horizon: int, seed: int, overrides) -> str:
@@ -188,7 +193,7 @@ def _stream(command: list[str], cwd: str, env: dict) -> tuple[int, str]:
     with subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:
             lines.append(line)
-            if line.lstrip().startswith(("iters:", "speed:", "Epoch:", "Early stopping", "mse:", "Final")):
+            if line.lstrip().startswith(("iters:", "speed:", "Epoch:", "Early stopping", "mse:", "Final", "Resuming")):
                 print(f"  {line.strip()}", flush=True)
     return proc.returncode, "".join(lines)
 
@@ -251,7 +256,8 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
                "seq_len": int(data.seq_len), "pred_len": horizon,
                "seed": seed, "reference": label, "protocol": protocol,
                "mse": f"{result['mse']:.4f}", "mae": f"{result['mae']:.4f}", "paper_mse": paper_mse,
-               "epochs_run": result["epochs_run"], "seconds": f"{time.perf_counter() - start:.0f}",
+               "epochs_run": result["epochs_run"],
+               "seconds": f"{time.perf_counter() - start + result['resumed_seconds']:.0f}",
                "threads": cfg.threads, "superseded": "false", "notes": "",
                "arguments": " ".join(shown), "command": reference_command(model, dataset, horizon, seed, cfg.overrides),
                "machine": machine(threads=cfg.threads, torch_build=False), "date": dt.date.today().isoformat()}
