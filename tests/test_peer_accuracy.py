@@ -337,11 +337,12 @@ mse:{mse}, mae:0.2077, dtw:Not calculated
 
 def test_the_printed_test_error_and_epochs_are_read():
     assert peer_accuracy.parse_result(OUTPUT.format(mse="0.0846")) == {"mse": 0.0846, "mae": 0.2077, "epochs_run": 2,
-                                                                       "resumed_seconds": 0}
+                                                                       "resumed_after": 0, "resumed_seconds": 0}
     # a run resumed after its 4th epoch counts the epochs and seconds before it
     resumed = "Use CPU\nResuming after epoch 4 of 10 from ./checkpoints/x/resume.pth (7200 s before)\n" + \
         OUTPUT.replace("Epoch: 1", "Epoch: 5").replace("Epoch: 2", "Epoch: 6").format(mse="0.5")
-    assert peer_accuracy.parse_result(resumed) == {"mse": 0.5, "mae": 0.2077, "epochs_run": 6, "resumed_seconds": 7200}
+    assert peer_accuracy.parse_result(resumed) == {"mse": 0.5, "mae": 0.2077, "epochs_run": 6, "resumed_after": 4,
+                                                  "resumed_seconds": 7200}
     stopped_at_once = "Resuming after epoch 4 of 4 from ./r.pth (60 s before)\nmse:0.5, mae:0.25\n"
     assert peer_accuracy.parse_result(stopped_at_once)["epochs_run"] == 4
     with pytest.raises(RuntimeError, match="printed no test error"):
@@ -368,9 +369,14 @@ class _Process:
         return False
 
 
-def _fake_tslib(monkeypatch) -> list[tuple]:
+RESUMED = "Resuming after epoch 4 of 10 from ./checkpoints/tag/resume.pth (7200 s before)\n" + \
+    OUTPUT.replace("Epoch: 1", "Epoch: 5").replace("Epoch: 2", "Epoch: 6")
+
+
+def _fake_tslib(monkeypatch, resumed: str = "") -> list[tuple]:
     """TSLib's runner faked: each call's (script, folder, seed, threads, malloc thresholds) is
-    recorded; seed 2023 fails, the others print ``OUTPUT`` with MSE 0.1<last digit of the seed>."""
+    recorded; seed 2023 fails, the others print ``OUTPUT`` with MSE 0.1<last digit of the seed>
+    (seed ``resumed``: ``RESUMED``, a run resumed after its 4th epoch)."""
     calls = []
 
     class FakePopen(_Process):
@@ -381,7 +387,8 @@ def _fake_tslib(monkeypatch) -> list[tuple]:
             calls.append((Path(command[1]).name, Path(cwd), seed, env["OMP_NUM_THREADS"],
                           env.get("MALLOC_MMAP_THRESHOLD_"), env.get("MALLOC_TRIM_THRESHOLD_")))
             self.returncode = 1 if seed == "2023" else 0
-            self.stdout = iter(OUTPUT.format(mse="0.1" + seed[-1]).splitlines(keepends=True)) if not self.returncode \
+            output = RESUMED if seed == resumed else OUTPUT
+            self.stdout = iter(output.format(mse="0.1" + seed[-1]).splitlines(keepends=True)) if not self.returncode \
                 else iter(["Traceback\n"])
 
     monkeypatch.setattr(peer_accuracy.subprocess, "Popen", FakePopen)
@@ -391,7 +398,7 @@ def _fake_tslib(monkeypatch) -> list[tuple]:
 def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch, capsys):
     checkout = _fake_checkout(tmp_path / "tslib")
     data = _data(tmp_path / "data")
-    calls = _fake_tslib(monkeypatch)
+    calls = _fake_tslib(monkeypatch, resumed="2022")
     out = tmp_path / "bench" / "reference_accuracy.csv"
     cfg = _cfg("models=[dlinear]", "datasets=[exchange]", "horizons=[96]", "seeds=[2021,2022,2023]", "threads=2",
                f"peer.tslib={checkout}", f"reference_accuracy_csv={out}", "render=false",
@@ -407,7 +414,11 @@ def test_one_row_per_seed_and_a_failed_run_writes_none(tmp_path, monkeypatch, ca
     assert f"reference environment: MALLOC_MMAP_THRESHOLD_={64 * 2**20}" in shown
     rows = records.read_csv(out)
     assert [(r["seed"], r["mse"], r["epochs_run"], r["reference"]) for r in rows] == [
-        ("2021", "0.1100", "2", "TSLib 4e938a1 DLinear"), ("2022", "0.1200", "2", "TSLib 4e938a1 DLinear")]
+        ("2021", "0.1100", "2", "TSLib 4e938a1 DLinear"), ("2022", "0.1200", "6", "TSLib 4e938a1 DLinear")]
+    # seed 2022 resumed after its 4th epoch: the row says so and counts the 2 hours before
+    assert [r["notes"] for r in rows] == ["", "resumed after epoch 4"]
+    assert int(rows[0]["seconds"]) < 60 and 7200 <= int(rows[1]["seconds"]) < 7260
+    assert "  Resuming after epoch 4 of 10" in shown
     assert rows[0]["paper_mse"] == "0.081" and rows[0]["threads"] == "2"
     assert '"seeds=[2021]"' in rows[0]["command"] and "mode=peer_accuracy" in rows[0]["command"]
     assert f"--root_path {data}/exchange_rate/" in rows[0]["arguments"]

@@ -164,8 +164,9 @@ def dpad_training_arguments(train, dataset: str, shown: bool = False) -> list[st
 
 def parse_result(output: str) -> dict:
     """TSLib's printed test error (its last ``mse:…, mae:…``), the epochs it trained and, for a run
-    resumed by ``scripts/peers/tslib_train.py``, the seconds it had trained before (``resumed_seconds``;
-    0 otherwise); an error quoting the end of the output when there is no test error (the run failed)."""
+    resumed by ``scripts/peers/tslib_train.py``, the epoch it resumed after and the seconds it had
+    trained before (``resumed_after``, ``resumed_seconds``; 0 otherwise); an error quoting the end
+    of the output when there is no test error (the run failed)."""
     found = RESULT.findall(output)
     if not found:
         raise RuntimeError(f"the reference printed no test error; the end of its output:\n{output[-3000:]}")
@@ -173,7 +174,7 @@ def parse_result(output: str) -> dict:
     resumed = RESUMED.findall(output)
     before, seconds = (int(resumed[-1][0]), int(resumed[-1][1])) if resumed else (0, 0)
     return {"mse": float(mse), "mae": float(mae), "epochs_run": max(map(int, EPOCH.findall(output)), default=before),
-            "resumed_seconds": seconds}
+            "resumed_after": before, "resumed_seconds": seconds}
 
 
 def reference_command(model: str, dataset: str, horizon: int, seed: int, overrides) -> str:
@@ -258,7 +259,8 @@ def run(cfg, repo: Path, cells: list[tuple[str, str, int]], out_csv: Path) -> in
                "mse": f"{result['mse']:.4f}", "mae": f"{result['mae']:.4f}", "paper_mse": paper_mse,
                "epochs_run": result["epochs_run"],
                "seconds": f"{time.perf_counter() - start + result['resumed_seconds']:.0f}",
-               "threads": cfg.threads, "superseded": "false", "notes": "",
+               "threads": cfg.threads, "superseded": "false",
+               "notes": f"resumed after epoch {result['resumed_after']}" if result["resumed_after"] else "",
                "arguments": " ".join(shown), "command": reference_command(model, dataset, horizon, seed, cfg.overrides),
                "machine": machine(threads=cfg.threads, torch_build=False), "date": dt.date.today().isoformat()}
         append_row(out_csv, REFERENCE_ACCURACY_COLUMNS, row)
